@@ -1,0 +1,22 @@
+# The two commands a new user needs: `make run` and `make test`. Both set up .venv/ first.
+.PHONY: setup run test lint serve clean
+
+setup: .venv/.installed
+
+.venv/.installed: poetry.lock pyproject.toml scripts/setup.sh scripts/bootstrap-requirements.txt
+	@./scripts/setup.sh
+
+run: setup  ## the whole pipeline on the embedded local defaults
+	.venv/bin/mnist-lambda run
+
+test: setup  ## every test, end to end included
+	.venv/bin/pytest
+
+lint: setup
+	.venv/bin/ruff check . && .venv/bin/ruff format --check .
+
+serve: setup  ## the local serverless stack (S3 + Lambda emulator + API Gateway front)
+	.venv/bin/mnist-lambda serve
+
+clean:
+	rm -rf .venv .tools

@@ -1,0 +1,126 @@
+"""A numpy-only digit classifier: PCA projection then distance-weighted k-nearest neighbours.
+
+The model is trained with scikit-learn (see ``mnist_lambda.training``) and exported to a plain
+``.npz`` file of arrays, which loads with ``allow_pickle=False``: loading it runs no code, and
+serving needs numpy alone (no scikit-learn, scipy or pandas in the image, a short cold start).
+Predictions follow ``sklearn.neighbors.KNeighborsClassifier(weights="distance")``: weights are
+1/distance, an exact match (distance 0) takes all the weight, ties go to the smaller label.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from mnist_serving.schema import N_PIXELS
+
+FORMAT: str = "mnist-lambda/pca-knn-npz/1"
+"""Written into every artifact and checked on load."""
+
+CHUNK_ROWS: int = 256
+"""Rows per distance block: bounds memory and keeps results independent of request size."""
+
+
+@dataclass(frozen=True)
+class DigitModel:
+    """A fitted PCA + k-NN model as plain arrays."""
+
+    mean: np.ndarray  # (784,) float32
+    components: np.ndarray  # (n_components, 784) float32
+    train_proj: np.ndarray  # (n_train, n_components) float32
+    train_labels: np.ndarray  # (n_train,) int64 indices into classes
+    classes: np.ndarray  # (n_classes,) int64
+    n_neighbors: int
+
+    def __post_init__(self) -> None:
+        object.__setattr__(
+            self, "_train_sq", np.einsum("ij,ij->i", self.train_proj, self.train_proj)
+        )
+
+    @property
+    def n_components(self) -> int:
+        return int(self.components.shape[0])
+
+    def project(self, pixels: np.ndarray) -> np.ndarray:
+        """Project (n, 784) pixels onto the principal components, in float32."""
+        return project(pixels, self.mean, self.components)
+
+    def predict(self, pixels: np.ndarray) -> np.ndarray:
+        """Predict a label for every row of (n, 784) pixels."""
+        z = self.project(pixels)
+        out = np.empty(z.shape[0], dtype=np.int64)
+        for start in range(0, z.shape[0], CHUNK_ROWS):
+            out[start : start + CHUNK_ROWS] = self._predict_block(z[start : start + CHUNK_ROWS])
+        return self.classes[out]
+
+    def _predict_block(self, z: np.ndarray) -> np.ndarray:
+        k = self.n_neighbors
+        d2 = np.einsum("ij,ij->i", z, z)[:, None] - 2.0 * (z @ self.train_proj.T)
+        d2 += self._train_sq[None, :]  # type: ignore[attr-defined]
+        np.maximum(d2, 0.0, out=d2)
+        idx = np.argpartition(d2, k - 1, axis=1)[:, :k]
+        dist = np.sqrt(np.take_along_axis(d2, idx, axis=1)).astype(np.float64)
+        with np.errstate(divide="ignore"):
+            weights = 1.0 / dist
+        exact = np.isinf(weights)
+        exact_rows = exact.any(axis=1)
+        weights[exact_rows] = exact[exact_rows]
+        votes = np.zeros((z.shape[0], self.classes.size), dtype=np.float64)
+        rows = np.repeat(np.arange(z.shape[0]), k)
+        np.add.at(votes, (rows, self.train_labels[idx].ravel()), weights.ravel())
+        return np.argmax(votes, axis=1)
+
+    def save(self, path: str | Path) -> str:
+        """Write the model as an uncompressed ``.npz`` (no pickle); return its sha256."""
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(path.name + ".tmp")
+        with open(tmp, "wb") as fh:
+            np.savez(
+                fh,
+                format=np.array(FORMAT),
+                mean=self.mean,
+                components=self.components,
+                train_proj=self.train_proj,
+                train_labels=self.train_labels.astype(np.uint8),
+                classes=self.classes,
+                n_neighbors=np.array(self.n_neighbors),
+            )
+        tmp.replace(path)
+        return file_sha256(path)
+
+
+def project(pixels: np.ndarray, mean: np.ndarray, components: np.ndarray) -> np.ndarray:
+    """(pixels - mean) @ components.T in float32: the one projection training and serving use."""
+    x = np.asarray(pixels, dtype=np.float32)
+    if x.ndim != 2 or x.shape[1] != N_PIXELS:
+        raise ValueError(f"expected shape (n, {N_PIXELS}), got {x.shape}")
+    return (x - mean) @ components.T
+
+
+def load(path: str | Path) -> DigitModel:
+    """Load a model written by :meth:`DigitModel.save`; refuses any other format."""
+    with np.load(path, allow_pickle=False) as data:
+        fmt = str(data["format"]) if "format" in data.files else "<none>"
+        if fmt != FORMAT:
+            raise ValueError(f"{path}: model format {fmt!r}, expected {FORMAT!r}")
+        return DigitModel(
+            mean=data["mean"].astype(np.float32),
+            components=data["components"].astype(np.float32),
+            train_proj=data["train_proj"].astype(np.float32),
+            train_labels=data["train_labels"].astype(np.int64),
+            classes=data["classes"].astype(np.int64),
+            n_neighbors=int(data["n_neighbors"]),
+        )
+
+
+def file_sha256(path: str | Path) -> str:
+    """Hex sha256 of a file's bytes."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()

@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# Create .venv/ with exactly what poetry.lock pins (main + dev groups) and this project, editable.
+#
+# Poetry resolves and locks; pip installs the exported, hash-pinned lock. That path needs only a
+# package index that speaks the simple API (what pip uses), so it works behind mirrors and
+# proxies where `poetry install` cannot reach PyPI's JSON API. Where it can, `poetry install
+# --with dev` gives the same environment.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+PY="${PYTHON:-python3}"
+"$PY" - <<'PYCHECK' || { echo "error: Python 3.11+ is needed (set PYTHON=/path/to/python3.11)" >&2; exit 1; }
+import sys
+sys.exit(0 if (3, 11) <= sys.version_info[:2] < (3, 14) else 1)
+PYCHECK
+
+if [ ! -x .tools/bin/poetry ]; then
+  echo "setup: installing Poetry into .tools/"
+  "$PY" -m venv .tools
+  .tools/bin/python -m pip install --quiet --disable-pip-version-check -r scripts/bootstrap-requirements.txt
+fi
+.tools/bin/poetry check --lock --quiet || {
+  echo "error: poetry.lock does not match pyproject.toml; run '.tools/bin/poetry lock'" >&2; exit 1; }
+
+[ -x .venv/bin/python ] || "$PY" -m venv .venv
+.tools/bin/poetry export --with dev --format requirements.txt --output .venv/requirements.lock.txt
+echo "setup: installing the locked dependencies into .venv/ (first run takes a few minutes)"
+.venv/bin/python -m pip install --quiet --disable-pip-version-check \
+  --require-hashes --no-deps -r .venv/requirements.lock.txt
+.venv/bin/python -m pip install --quiet --disable-pip-version-check --no-deps -e .
+touch .venv/.installed
+echo "setup: .venv/ is ready"

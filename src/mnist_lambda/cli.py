@@ -1,0 +1,78 @@
+"""The ``mnist-lambda`` command: run the notebook pipeline, serve the local stack, and more."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+from mnist_lambda import runner
+
+
+def _run(args: argparse.Namespace) -> int:
+    params = {key: runner.parse_value(value) for key, value in args.param or []}
+    steps = [s.strip() for s in args.steps.split(",") if s.strip()] if args.steps else None
+    try:
+        result = runner.run(out_dir=args.out, steps=steps, parameters=params,
+                            progress=not args.quiet)
+    except runner.RunError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    if result.status != "succeeded":
+        print(f"error: {result.error}", file=sys.stderr)
+        print(f"run record: {result.run_dir}", file=sys.stderr)
+        return 1
+    print(f"run {result.run_dir.name} succeeded: {result.run_dir}")
+    for item in result.steps:
+        print(f"  {item['step']:<9} {item['seconds']:>7.1f} s  {item['notebook']}")
+    print(f"  metrics: {result.run_dir / 'metrics.json'}")
+    print(f"  report:  {result.run_dir / 'report.html'}")
+    return 0
+
+
+def _params(args: argparse.Namespace) -> int:
+    import papermill as pm
+
+    from mnist_lambda import paths
+
+    for step in runner.available_steps():
+        print(f"{step.name}: notebooks/{step.notebook}")
+        for name, spec in pm.inspect_notebook(str(paths.notebooks_dir() / step.notebook)).items():
+            print(f"  {name} ({spec['inferred_type_name']}) = {spec['default']}"
+                  f"  {spec['help']}".rstrip())
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="mnist-lambda", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    run = sub.add_parser("run", help="run the notebooks in order with papermill")
+    run.add_argument("--out", help="run folder (default: outputs/<UTC time>-<git sha>)")
+    run.add_argument("--steps", help="comma-separated subset, e.g. sample,train")
+    run.add_argument("-p", "--param", nargs=2, action="append", metavar=("KEY", "VALUE"),
+                     help="a notebook parameter, e.g. -p n_samples 10000 (repeatable)")
+    run.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+    run.set_defaults(func=_run)
+
+    params = sub.add_parser("params", help="list every notebook's parameters")
+    params.set_defaults(func=_params)
+
+    serve = sub.add_parser("serve", add_help=False,
+                           help="the local stack: S3 + Lambda emulator + API Gateway front")
+    serve.set_defaults(func=None)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["serve"]:
+        from mnist_lambda.local_stack import serve_main
+
+        return serve_main(argv[1:])
+    args = build_parser().parse_args(argv)
+    return args.func(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

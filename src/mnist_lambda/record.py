@@ -1,0 +1,116 @@
+"""The run record: atomic writes, run ids, ``metrics.json`` sections and ``run.json``."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import subprocess
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+TRACKED_LIBRARIES = (
+    "numpy",
+    "scikit-learn",
+    "pandas",
+    "matplotlib",
+    "papermill",
+    "boto3",
+    "moto",
+    "awslambdaric",
+    "aws-sam-cli",
+    "mnist-lambda",
+)
+
+
+@contextmanager
+def atomic_path(path: str | Path) -> Iterator[Path]:
+    """Yield a temporary path beside ``path``; rename it over ``path`` only on success."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        yield Path(tmp)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def atomic_write_text(path: str | Path, text: str) -> Path:
+    with atomic_path(path) as tmp:
+        tmp.write_text(text, encoding="utf-8")
+    return Path(path)
+
+
+def atomic_write_json(path: str | Path, data: Any) -> Path:
+    return atomic_write_text(path, json.dumps(data, indent=2, default=_jsonable) + "\n")
+
+
+def atomic_save_npy(path: str | Path, array: np.ndarray) -> Path:
+    with atomic_path(path) as tmp, open(tmp, "wb") as fh:
+        np.save(fh, array, allow_pickle=False)
+    return Path(path)
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, Path):
+        return str(value)
+    raise TypeError(f"cannot write {type(value).__name__} to JSON")
+
+
+def read_json(path: str | Path) -> dict[str, Any]:
+    path = Path(path)
+    return json.loads(path.read_text(encoding="utf-8")) if path.exists() else {}
+
+
+def update_metrics(run_dir: str | Path, **sections: Any) -> dict[str, Any]:
+    """Merge top-level keys into ``run_dir/metrics.json`` (written atomically)."""
+    path = Path(run_dir) / "metrics.json"
+    metrics = read_json(path)
+    metrics.update(json.loads(json.dumps(sections, default=_jsonable)))
+    atomic_write_json(path, metrics)
+    return metrics
+
+
+def git_sha(root: str | Path, short: bool = True) -> str:
+    """The checkout's commit (``-dirty`` when it has changes), or ``nogit``."""
+    try:
+        args = ["git", "-C", str(root), "rev-parse"] + (["--short"] if short else []) + ["HEAD"]
+        sha = subprocess.run(args, capture_output=True, text=True, check=True).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "nogit"
+    return sha + ("-dirty" if dirty else "")
+
+
+def new_run_id(root: str | Path) -> str:
+    """UTC time + short git sha, e.g. ``20261127T171500Z-1a2b3c4``."""
+    stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%SZ")
+    return f"{stamp}-{git_sha(root).replace('-dirty', 'd')}"
+
+
+def library_versions() -> dict[str, str]:
+    versions = {}
+    for name in TRACKED_LIBRARIES:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            versions[name] = "not installed"
+    return versions

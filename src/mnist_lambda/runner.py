@@ -1,0 +1,201 @@
+"""Run the notebooks in order with papermill into one run folder, and record the run."""
+
+from __future__ import annotations
+
+import datetime as dt
+import sys
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import papermill as pm
+import yaml
+
+from mnist_lambda import paths, record, report
+from mnist_serving.model import file_sha256
+
+KERNEL_NAME = "mnist-lambda"
+
+
+@dataclass(frozen=True)
+class Step:
+    name: str
+    notebook: str
+
+
+STEPS: tuple[Step, ...] = (
+    Step("sample", "01_sample_data.ipynb"),
+    Step("train", "02_train_model.ipynb"),
+    Step("upload", "03_upload_to_s3.ipynb"),
+    Step("deploy", "04_deploy.ipynb"),
+    Step("evaluate", "05_evaluate_endpoint.ipynb"),
+)
+
+
+class RunError(RuntimeError):
+    """A run that could not start or a step that failed; the message says where and what next."""
+
+
+@dataclass
+class RunResult:
+    run_dir: Path
+    status: str
+    steps: list[dict[str, Any]] = field(default_factory=list)
+    error: str = ""
+
+
+def available_steps() -> list[Step]:
+    """The steps whose notebooks exist, in order."""
+    return [s for s in STEPS if (paths.notebooks_dir() / s.notebook).exists()]
+
+
+def select_steps(names: Sequence[str] | None) -> list[Step]:
+    steps = available_steps()
+    if not names:
+        return steps
+    known = {s.name: s for s in steps}
+    unknown = [n for n in names if n not in known]
+    if unknown:
+        raise RunError(f"unknown step(s) {', '.join(unknown)}; choose from {', '.join(known)}")
+    return [s for s in steps if s.name in names]
+
+
+def parse_value(text: str) -> Any:
+    """A ``-p KEY VALUE`` value as YAML would read it (``10000`` -> int, ``true`` -> bool)."""
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError:
+        return text
+
+
+def _coerce(value: Any, declared: str, raw: Any) -> Any:
+    if declared == "str" and not isinstance(value, str):
+        return str(raw)
+    if declared == "float" and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    return value
+
+
+def _absolute_data_source(value: Any) -> Any:
+    """``idx:DIR`` relative to the caller's folder, since notebooks run in notebooks/."""
+    if isinstance(value, str) and value.startswith("idx:"):
+        return "idx:" + str(Path(value[4:]).expanduser().resolve())
+    return value
+
+
+def ensure_kernel() -> str:
+    """A kernel spec in this environment that runs this interpreter (user kernels can't shadow)."""
+    from jupyter_client.kernelspec import KernelSpecManager, NoSuchKernel
+
+    try:
+        spec = KernelSpecManager().get_kernel_spec(KERNEL_NAME)
+        if spec.argv and Path(spec.argv[0]) == Path(sys.executable):
+            return KERNEL_NAME
+    except NoSuchKernel:
+        pass
+    from ipykernel.kernelspec import install
+
+    install(kernel_name=KERNEL_NAME, display_name="mnist-lambda (.venv)", prefix=sys.prefix)
+    return KERNEL_NAME
+
+
+def plan_parameters(steps: Sequence[Step], given: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
+    """Parameters per notebook: each gets only what it declares; unknown keys are an error."""
+    plans: dict[str, dict[str, Any]] = {}
+    declared_anywhere: set[str] = set()
+    for step in steps:
+        declared = pm.inspect_notebook(str(paths.notebooks_dir() / step.notebook))
+        declared_anywhere |= set(declared)
+        plans[step.name] = {
+            key: _coerce(_absolute_data_source(value), declared[key]["inferred_type_name"], value)
+            for key, value in given.items()
+            if key in declared
+        }
+    unknown = sorted(set(given) - declared_anywhere)
+    if unknown:
+        raise RunError(
+            f"unknown parameter(s) {', '.join(unknown)} for steps "
+            f"{', '.join(s.name for s in steps)}; see `mnist-lambda params`"
+        )
+    return plans
+
+
+def run(
+    out_dir: str | Path | None = None,
+    steps: Sequence[str] | None = None,
+    parameters: Mapping[str, Any] | None = None,
+    progress: bool = True,
+    after_run: Callable[[Path], None] | None = None,
+) -> RunResult:
+    """Execute the selected notebooks into ``out_dir`` (default ``outputs/<run-id>/``)."""
+    root = paths.project_root()
+    run_id = Path(out_dir).name if out_dir else record.new_run_id(root)
+    run_dir = Path(out_dir).resolve() if out_dir else paths.outputs_dir() / run_id
+    chosen = select_steps(steps)
+    given = dict(parameters or {})
+    plans = plan_parameters(chosen, given | {"run_dir": str(run_dir)})
+    run_dir.mkdir(parents=True, exist_ok=True)
+    kernel = ensure_kernel()
+
+    info: dict[str, Any] = {
+        "run_id": run_id,
+        "status": "running",
+        "started": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        "steps": [s.name for s in chosen],
+        "parameters": given,
+        "git_sha": record.git_sha(root, short=False),
+        "lock_sha256": file_sha256(root / "poetry.lock"),
+        "python": sys.version.split()[0],
+        "library_versions": record.library_versions(),
+        "timings": {},
+    }
+    record.atomic_write_json(run_dir / "run.json", info)
+    record.update_metrics(run_dir, run_id=run_id)
+    result = RunResult(run_dir=run_dir, status="running")
+    executed: list[Path] = []
+    try:
+        for step in chosen:
+            output = run_dir / step.notebook
+            started = time.perf_counter()
+            print(f"[{step.name}] {step.notebook} -> {output}", file=sys.stderr, flush=True)
+            try:
+                pm.execute_notebook(
+                    str(paths.notebooks_dir() / step.notebook),
+                    str(output),
+                    parameters=plans[step.name],
+                    kernel_name=kernel,
+                    cwd=str(paths.notebooks_dir()),
+                    progress_bar=progress,
+                )
+            except pm.PapermillExecutionError as exc:
+                executed.append(output)
+                result.status = "failed"
+                result.error = (
+                    f"step '{step.name}' failed in notebooks/{step.notebook}, cell "
+                    f"{exc.cell_index} (execution count {exc.exec_count}): "
+                    f"{exc.ename}: {exc.evalue}\n"
+                    f"The executed notebook is kept for inspection: {output}"
+                )
+                break
+            finally:
+                info["timings"][step.name] = round(time.perf_counter() - started, 2)
+            executed.append(output)
+            result.steps.append({"step": step.name, "notebook": str(output),
+                                 "seconds": info["timings"][step.name]})
+        else:
+            result.status = "succeeded"
+    except KeyboardInterrupt:
+        result.status = "interrupted"
+        result.error = "interrupted (Ctrl-C); outputs written so far are complete files"
+        raise
+    finally:
+        if after_run is not None:
+            after_run(run_dir)
+        if executed:
+            report.write_html_report(executed, run_dir / "report.html", title=f"Run {run_id}")
+        info.update(status=result.status, error=result.error,
+                    finished=dt.datetime.now(dt.UTC).isoformat(timespec="seconds"))
+        record.atomic_write_json(run_dir / "run.json", info)
+    return result
