@@ -13,8 +13,9 @@ def _run(args: argparse.Namespace) -> int:
     params = {key: runner.parse_value(value) for key, value in args.param or []}
     steps = [s.strip() for s in args.steps.split(",") if s.strip()] if args.steps else None
     try:
-        result = runner.run(out_dir=args.out, steps=steps, parameters=params,
-                            progress=not args.quiet)
+        result = runner.run(
+            out_dir=args.out, steps=steps, parameters=params, progress=not args.quiet
+        )
     except runner.RunError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -38,8 +39,10 @@ def _params(args: argparse.Namespace) -> int:
     for step in runner.available_steps():
         print(f"{step.name}: notebooks/{step.notebook}")
         for name, spec in pm.inspect_notebook(str(paths.notebooks_dir() / step.notebook)).items():
-            print(f"  {name} ({spec['inferred_type_name']}) = {spec['default']}"
-                  f"  {spec['help']}".rstrip())
+            print(
+                f"  {name} ({spec['inferred_type_name']}) = {spec['default']}"
+                f"  {spec['help']}".rstrip()
+            )
     return 0
 
 
@@ -50,16 +53,23 @@ def build_parser() -> argparse.ArgumentParser:
     run = sub.add_parser("run", help="run the notebooks in order with papermill")
     run.add_argument("--out", help="run folder (default: outputs/<UTC time>-<git sha>)")
     run.add_argument("--steps", help="comma-separated subset, e.g. sample,train")
-    run.add_argument("-p", "--param", nargs=2, action="append", metavar=("KEY", "VALUE"),
-                     help="a notebook parameter, e.g. -p n_samples 10000 (repeatable)")
+    run.add_argument(
+        "-p",
+        "--param",
+        nargs=2,
+        action="append",
+        metavar=("KEY", "VALUE"),
+        help="a notebook parameter, e.g. -p n_samples 10000 (repeatable)",
+    )
     run.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
     run.set_defaults(func=_run)
 
     params = sub.add_parser("params", help="list every notebook's parameters")
     params.set_defaults(func=_params)
 
-    serve = sub.add_parser("serve", add_help=False,
-                           help="the local stack: S3 + Lambda emulator + API Gateway front")
+    serve = sub.add_parser(
+        "serve", add_help=False, help="the local stack: S3 + Lambda emulator + API Gateway front"
+    )
     serve.set_defaults(func=None)
     return parser
 

@@ -14,14 +14,18 @@ from mnist_serving.schema import IMAGE_SHAPE
 
 
 def digit_grid(
-    pixels: np.ndarray, titles: Sequence[str], ncols: int = 10, title: str = "",
+    pixels: np.ndarray,
+    titles: Sequence[str],
+    ncols: int = 10,
+    title: str = "",
     size: float = 1.1,
 ) -> Figure:
     """A grid of 28x28 digits with a caption under each."""
     n = len(pixels)
     nrows = max(1, int(np.ceil(n / ncols)))
-    fig, axes = plt.subplots(nrows, ncols, figsize=(ncols * size, nrows * (size + 0.25)),
-                             squeeze=False)
+    fig, axes = plt.subplots(
+        nrows, ncols, figsize=(ncols * size, nrows * (size + 0.25)), squeeze=False
+    )
     for ax in axes.ravel():
         ax.set_axis_off()
     for ax, img, caption in zip(axes.ravel(), pixels, titles, strict=False):
@@ -33,8 +37,9 @@ def digit_grid(
     return fig
 
 
-def examples_per_digit(pixels: np.ndarray, labels: np.ndarray, per_digit: int = 8,
-                       random_state: int = 42) -> Figure:
+def examples_per_digit(
+    pixels: np.ndarray, labels: np.ndarray, per_digit: int = 8, random_state: int = 42
+) -> Figure:
     """``per_digit`` random examples of every digit, one column per digit."""
     rng = np.random.default_rng(random_state)
     chosen, captions = [], []
@@ -64,18 +69,31 @@ def confusion_matrix_figure(cm: np.ndarray, title: str, ax: plt.Axes | None = No
     for i in range(cm.shape[0]):
         for j in range(cm.shape[1]):
             if cm[i, j]:
-                ax.text(j, i, str(cm[i, j]), ha="center", va="center", fontsize=8,
-                        color="white" if shown[i, j] > threshold else "black")
+                ax.text(
+                    j,
+                    i,
+                    str(cm[i, j]),
+                    ha="center",
+                    va="center",
+                    fontsize=8,
+                    color="white" if shown[i, j] > threshold else "black",
+                )
     accuracy = np.trace(cm) / cm.sum() if cm.sum() else float("nan")
-    ax.set(xticks=range(10), yticks=range(10), xlabel="predicted digit", ylabel="true digit",
-           title=f"{title}\naccuracy {accuracy:.4f} on {cm.sum()} digits")
+    ax.set(
+        xticks=range(10),
+        yticks=range(10),
+        xlabel="predicted digit",
+        ylabel="true digit",
+        title=f"{title}\naccuracy {accuracy:.4f} on {cm.sum()} digits",
+    )
     fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04, label="log(1 + count)")
     fig.tight_layout()
     return fig
 
 
-def misclassified_grid(pixels: np.ndarray, y_true: np.ndarray, y_pred: np.ndarray,
-                       limit: int = 30) -> Figure:
+def misclassified_grid(
+    pixels: np.ndarray, y_true: np.ndarray, y_pred: np.ndarray, limit: int = 30
+) -> Figure:
     """The first ``limit`` misclassified digits, captioned ``true→predicted``."""
     wrong = np.flatnonzero(y_true != y_pred)[:limit]
     captions = [f"{y_true[i]}→{y_pred[i]}" for i in wrong]

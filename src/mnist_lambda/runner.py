@@ -182,8 +182,9 @@ def run(
             finally:
                 info["timings"][step.name] = round(time.perf_counter() - started, 2)
             executed.append(output)
-            result.steps.append({"step": step.name, "notebook": str(output),
-                                 "seconds": info["timings"][step.name]})
+            result.steps.append(
+                {"step": step.name, "notebook": str(output), "seconds": info["timings"][step.name]}
+            )
         else:
             result.status = "succeeded"
     except KeyboardInterrupt:
@@ -195,7 +196,10 @@ def run(
             after_run(run_dir)
         if executed:
             report.write_html_report(executed, run_dir / "report.html", title=f"Run {run_id}")
-        info.update(status=result.status, error=result.error,
-                    finished=dt.datetime.now(dt.UTC).isoformat(timespec="seconds"))
+        info.update(
+            status=result.status,
+            error=result.error,
+            finished=dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        )
         record.atomic_write_json(run_dir / "run.json", info)
     return result

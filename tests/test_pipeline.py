@@ -1,0 +1,177 @@
+"""The papermill chain end to end on the shared MNIST data, and its failure modes."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import nbformat
+import pytest
+
+from mnist_lambda import runner
+
+ROOT = Path(__file__).resolve().parents[1]
+CLI = [sys.executable, "-m", "mnist_lambda.cli"]
+
+MODEL_KEYS = {
+    "cv_mean",
+    "cv_std",
+    "test_accuracy",
+    "confusion_matrix",
+    "predict_seconds",
+    "artifact_bytes",
+}
+
+
+def run_cli(*args: str, cwd: Path = ROOT) -> subprocess.CompletedProcess:
+    return subprocess.run([*CLI, *args], cwd=cwd, capture_output=True, text=True, timeout=600)
+
+
+@pytest.fixture(scope="module")
+def trained_run(tmp_path_factory, mnist_dir) -> Path:
+    out = tmp_path_factory.mktemp("run") / "run-a"
+    model_dir = out.parent / "model"
+    proc = run_cli(
+        "run",
+        "--out",
+        str(out),
+        "--steps",
+        "sample,train",
+        "-q",
+        "-p",
+        "data_source",
+        f"idx:{mnist_dir}",
+        "-p",
+        "n_samples",
+        "5000",
+        "-p",
+        "cv_folds",
+        "3",
+        "-p",
+        "model_dir",
+        str(model_dir),
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return out
+
+
+@pytest.mark.e2e
+def test_run_writes_the_whole_record(trained_run: Path) -> None:
+    metrics = json.loads((trained_run / "metrics.json").read_text())
+    assert metrics["run_id"] == "run-a"
+    assert metrics["data_source_used"].startswith("idx:")
+    assert (metrics["n_train"], metrics["n_test"]) == (4000, 1000)
+    assert metrics["random_state"] == 42
+    for name in ("baseline", "serving"):
+        assert set(metrics[name]) >= MODEL_KEYS, name
+        cm = metrics[name]["confusion_matrix"]
+        assert len(cm) == 10 and sum(map(sum, cm)) == 1000
+        assert len(metrics[name]["cv_scores"]) == 3
+    assert metrics["serving"]["test_accuracy"] >= metrics["baseline"]["test_accuracy"]
+    assert metrics["serving"]["sklearn_agreement"] == 1.0
+    for fig in ("example_digits", "confusion_matrix", "confusion_matrices", "misclassified"):
+        assert (trained_run / "figures" / f"{fig}.png").stat().st_size > 5000
+    for nb in ("01_sample_data.ipynb", "02_train_model.ipynb"):
+        executed = nbformat.read(trained_run / nb, as_version=4)
+        assert any(c.get("outputs") for c in executed.cells if c.cell_type == "code")
+    html = (trained_run / "report.html").read_text()
+    assert "02_train_model.ipynb" in html and "data:image/png;base64" in html
+    run = json.loads((trained_run / "run.json").read_text())
+    assert run["status"] == "succeeded" and run["steps"] == ["sample", "train"]
+    assert len(run["lock_sha256"]) == 64 and run["library_versions"]["scikit-learn"]
+    assert not list(trained_run.rglob("*.tmp"))
+
+
+@pytest.mark.e2e
+def test_manifest_describes_the_artifact(trained_run: Path) -> None:
+    from mnist_serving.model import file_sha256, load
+
+    model_dir = trained_run.parent / "model"
+    manifest = json.loads((model_dir / "manifest.json").read_text())
+    assert manifest["sha256"] == file_sha256(model_dir / "model.npz")
+    assert manifest["input_schema"]["shape"] == ["n", 784]
+    assert manifest["input_schema"]["dtype"] == "uint8"
+    assert "allow_pickle=False" in manifest["format_description"]
+    assert manifest["run_id"] == "run-a"
+    assert manifest["library_versions"]["numpy"]
+    assert load(model_dir / "model.npz").n_neighbors == 4
+
+
+@pytest.mark.e2e
+def test_same_parameters_give_the_same_model(
+    trained_run: Path, tmp_path: Path, mnist_dir: Path
+) -> None:
+    proc = run_cli(
+        "run",
+        "--out",
+        str(tmp_path / "again"),
+        "--steps",
+        "sample,train",
+        "-q",
+        "-p",
+        "data_source",
+        f"idx:{mnist_dir}",
+        "-p",
+        "n_samples",
+        "5000",
+        "-p",
+        "cv_folds",
+        "0",
+        "-p",
+        "model_dir",
+        str(tmp_path / "model"),
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    first = json.loads((trained_run / "metrics.json").read_text())["serving"]["sha256"]
+    second = json.loads((tmp_path / "again" / "metrics.json").read_text())["serving"]["sha256"]
+    assert first == second
+
+
+def test_failing_notebook_names_notebook_and_cell(tmp_path: Path) -> None:
+    out = tmp_path / "bad"
+    proc = run_cli(
+        "run",
+        "--out",
+        str(out),
+        "--steps",
+        "sample",
+        "-q",
+        "-p",
+        "data_source",
+        f"idx:{tmp_path / 'no-such-folder'}",
+    )
+    assert proc.returncode == 1
+    assert "step 'sample' failed in notebooks/01_sample_data.ipynb, cell" in proc.stderr
+    assert "DataSourceError" in proc.stderr and "does not exist" in proc.stderr
+    assert (out / "01_sample_data.ipynb").exists()
+    assert json.loads((out / "run.json").read_text())["status"] == "failed"
+
+
+def test_unknown_parameter_and_step_are_refused(tmp_path: Path) -> None:
+    proc = run_cli(
+        "run", "--out", str(tmp_path / "x"), "--steps", "sample", "-p", "n_smaples", "10"
+    )
+    assert proc.returncode == 2 and "unknown parameter(s) n_smaples" in proc.stderr
+    proc = run_cli("run", "--out", str(tmp_path / "x"), "--steps", "sample,bake")
+    assert proc.returncode == 2 and "unknown step(s) bake" in proc.stderr
+
+
+def test_parameter_values_are_typed_per_notebook() -> None:
+    assert runner.parse_value("10000") == 10000
+    assert runner.parse_value("true") is True
+    assert runner.parse_value("idx:../x") == "idx:../x"
+    steps = runner.select_steps(["sample"])
+    plan = runner.plan_parameters(steps, {"test_size": 1, "random_state": 3})
+    assert plan["sample"] == {"test_size": 1.0, "random_state": 3}
+
+
+def test_notebooks_are_committed_clean_and_parameterised() -> None:
+    for path in sorted((ROOT / "notebooks").glob("*.ipynb")):
+        nb = nbformat.read(path, as_version=4)
+        code = [c for c in nb.cells if c.cell_type == "code"]
+        assert not any(c.outputs or c.execution_count for c in code), path.name
+        tagged = [c for c in code if "parameters" in c.metadata.get("tags", [])]
+        assert len(tagged) == 1, f"{path.name}: one cell tagged 'parameters'"
+        assert "def " not in "".join(c.source for c in code), f"{path.name}: logic in package"
