@@ -175,3 +175,62 @@ def test_notebooks_are_committed_clean_and_parameterised() -> None:
         tagged = [c for c in code if "parameters" in c.metadata.get("tags", [])]
         assert len(tagged) == 1, f"{path.name}: one cell tagged 'parameters'"
         assert "def " not in "".join(c.source for c in code), f"{path.name}: logic in package"
+
+
+@pytest.fixture(scope="module")
+def full_run(tmp_path_factory, mnist_dir) -> Path:
+    """All five notebooks on the real local stack (moto S3, Lambda emulator, API front)."""
+    out = tmp_path_factory.mktemp("full") / "run-full"
+    proc = run_cli(
+        "run",
+        "--out",
+        str(out),
+        "-q",
+        "-p",
+        "data_source",
+        f"idx:{mnist_dir}",
+        "-p",
+        "n_samples",
+        "3000",
+        "-p",
+        "cv_folds",
+        "2",
+        "-p",
+        "model_dir",
+        str(out.parent / "model"),
+        "-p",
+        "bucket",
+        "e2e-bucket",
+        "-p",
+        "warm_requests",
+        "5",
+    )
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    return out
+
+
+@pytest.mark.e2e
+def test_endpoint_agrees_with_the_notebook(full_run: Path) -> None:
+    metrics = json.loads((full_run / "metrics.json").read_text())
+    ep = metrics["endpoint"]
+    assert ep["agreement"] == 1.0
+    assert ep["accuracy"] == pytest.approx(metrics["serving"]["test_accuracy"])
+    assert ep["rows_per_request"] == metrics["n_test"] == 600
+    assert ep["url"].startswith("http://127.0.0.1:") and ep["url"].endswith("/dev/predict")
+    assert 0 < ep["warm_latency_seconds"]["p50"] <= ep["warm_latency_seconds"]["p95"]
+    assert ep["cold_start_seconds"] > 0 and ep["cold_start_init_ms"] > 0
+    assert ep["estimated_usd_per_million_predictions"] > 0
+    assert ep["model_sha256"] == metrics["serving"]["sha256"]
+    assert metrics["upload"]["bucket"] == "e2e-bucket"
+    assert (full_run / "figures" / "endpoint_vs_notebook.png").exists()
+    run = json.loads((full_run / "run.json").read_text())
+    assert run["steps"] == ["sample", "train", "upload", "deploy", "evaluate"]
+
+
+@pytest.mark.e2e
+def test_run_stops_the_local_stack(full_run: Path) -> None:
+    from mnist_lambda import local_stack
+
+    assert local_stack.read(full_run) is None
+    state = full_run / "local_stack.json"
+    assert not state.exists()

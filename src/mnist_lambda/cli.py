@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 from mnist_lambda import runner
 
@@ -14,7 +15,11 @@ def _run(args: argparse.Namespace) -> int:
     steps = [s.strip() for s in args.steps.split(",") if s.strip()] if args.steps else None
     try:
         result = runner.run(
-            out_dir=args.out, steps=steps, parameters=params, progress=not args.quiet
+            out_dir=args.out,
+            steps=steps,
+            parameters=params,
+            progress=not args.quiet,
+            after_run=None if args.keep_stack else _stop_local_stack,
         )
     except runner.RunError as exc:
         print(f"error: {exc}", file=sys.stderr)
@@ -29,6 +34,14 @@ def _run(args: argparse.Namespace) -> int:
     print(f"  metrics: {result.run_dir / 'metrics.json'}")
     print(f"  report:  {result.run_dir / 'report.html'}")
     return 0
+
+
+def _stop_local_stack(run_dir: Path) -> None:
+    from mnist_lambda import local_stack
+
+    if local_stack.read(run_dir) is not None:
+        local_stack.stop(run_dir)
+        print("local stack stopped (use --keep-stack to leave it running)", file=sys.stderr)
 
 
 def _params(args: argparse.Namespace) -> int:
@@ -60,6 +73,12 @@ def build_parser() -> argparse.ArgumentParser:
         action="append",
         metavar=("KEY", "VALUE"),
         help="a notebook parameter, e.g. -p n_samples 10000 (repeatable)",
+    )
+    run.add_argument(
+        "--keep-stack",
+        action="store_true",
+        help="leave the local stack running after the run (stop it later with "
+        "`mnist-lambda run --steps deploy --out <run> -p teardown true`)",
     )
     run.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
     run.set_defaults(func=_run)

@@ -27,11 +27,20 @@ class Call:
     headers: dict[str, str] = field(default_factory=dict)
 
     def function_ms(self) -> float | None:
-        """The function's own duration as reported by the emulator or Lambda, if present."""
-        for name in ("X-Lambda-Duration-Ms", "x-lambda-duration-ms"):
-            if name in self.headers:
-                return float(self.headers[name])
-        return None
+        """The invocation's duration reported by the local stack's emulator, without init."""
+        headers = {k.lower(): v for k, v in self.headers.items()}
+        total = headers.get("x-lambda-emulator-duration-ms")
+        if total is None:
+            return None
+        init = headers.get("x-lambda-emulator-init-duration-ms") or 0
+        return float(total) - float(init)
+
+    def init_ms(self) -> float | None:
+        """The cold start's init duration reported by the emulator (None when warm)."""
+        value = {k.lower(): v for k, v in self.headers.items()}.get(
+            "x-lambda-emulator-init-duration-ms"
+        )
+        return float(value) if value else None
 
 
 def predict(url: str, bucket: str, key: str, timeout: float = 35.0) -> Call:

@@ -1,0 +1,204 @@
+"""AWS Lambda entry point: ``POST /predict {"bucket", "key"}`` -> JSON list of digit labels.
+
+The handler reads one object of pixels from an allow-listed S3 location (``.npy``, ``.npz``,
+``.csv`` or ``.csv.gz``; never pickle), validates it as ``(n, 784)`` uint8 and answers the
+model's labels in row order, with the model's identity and timings in response headers.
+
+Configuration (environment, read once at import, as Lambda fixes it per function version):
+
+* ``MODEL_PATH``: the model ``.npz`` (default ``model/model.npz`` beside this file); an optional
+  ``manifest.json`` beside it supplies ``version`` / ``run_id`` (and a checked ``sha256``).
+* ``ALLOWED_BUCKETS``: comma-separated ``bucket`` or ``bucket/prefix``; empty allows nothing.
+* ``MAX_OBJECT_BYTES``: largest object (and decompressed CSV) accepted, default 50 MiB.
+* ``LOG_LEVEL``: ``DEBUG``, ``INFO`` (default), ``WARNING`` or ``ERROR``.
+* S3 client: boto3's standard chain, e.g. ``AWS_ENDPOINT_URL_S3`` for a local S3.
+
+Only serving code is imported here (numpy, boto3, the ``mnist_serving`` package): no pandas,
+scikit-learn or scipy, so the image stays small and the cold start short.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+import uuid
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import numpy as np
+
+from mnist_serving import logs, payload, request, s3io
+from mnist_serving.allowlist import AllowList
+from mnist_serving.budget import Budget
+from mnist_serving.errors import AppError, DeadlineExceeded
+from mnist_serving.model import DigitModel, load
+from mnist_serving.model_info import ModelInfo, describe
+from mnist_serving.responses import error_response, json_response, server_timing
+
+DEFAULT_MODEL_PATH = Path(__file__).resolve().parent / "model" / "model.npz"
+DEFAULT_MAX_OBJECT_BYTES = 50 * 1024 * 1024
+PREDICT_SLICE_ROWS = 1024
+"""Rows predicted between two checks of the time budget."""
+MIN_PREDICT_MS = 200
+"""Time the predict step needs to be worth starting."""
+
+logs.configure(os.environ.get("LOG_LEVEL"))
+LOGGER = logging.getLogger(f"{logs.LOGGER_NAME}.handler")
+
+
+class Settings(NamedTuple):
+    """The function's configuration, from the environment."""
+
+    model_path: Path
+    allowed: AllowList
+    max_object_bytes: int
+
+
+def read_settings(env: Mapping[str, str] = os.environ) -> Settings:
+    """Parse the environment; raises ValueError naming the variable that is wrong."""
+    raw_max = env.get("MAX_OBJECT_BYTES", "").strip() or str(DEFAULT_MAX_OBJECT_BYTES)
+    try:
+        max_object_bytes = int(raw_max)
+    except ValueError:
+        max_object_bytes = 0
+    if max_object_bytes <= 0:
+        raise ValueError(f"MAX_OBJECT_BYTES must be a positive integer, got {raw_max!r}")
+    return Settings(
+        model_path=Path(env.get("MODEL_PATH") or DEFAULT_MODEL_PATH),
+        allowed=AllowList.parse(env.get("ALLOWED_BUCKETS")),
+        max_object_bytes=max_object_bytes,
+    )
+
+
+def load_model(path: Path) -> tuple[DigitModel, ModelInfo]:
+    """Load the model and describe it; a missing file fails loudly, naming MODEL_PATH."""
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"model file not found: MODEL_PATH={path} (set MODEL_PATH, or put the trained model "
+            f"at model/model.npz beside lambda_predict.py)"
+        )
+    return load(path), describe(path)
+
+
+SETTINGS = read_settings()
+MODEL, MODEL_INFO = load_model(SETTINGS.model_path)
+LOGGER.info(
+    "model loaded",
+    extra={
+        "model_sha256": MODEL_INFO.sha256,
+        "model_version": MODEL_INFO.version,
+        "model_run_id": MODEL_INFO.run_id,
+        "allowed_entries": len(SETTINGS.allowed.entries),
+        "max_object_bytes": SETTINGS.max_object_bytes,
+    },
+)
+
+
+def lambda_handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
+    """Answer one API Gateway proxy event; never raises, never leaks internals."""
+    started = time.perf_counter()
+    request_id = _request_id(context)
+    token = logs.REQUEST_ID.set(request_id)
+    timings: dict[str, float] = {}
+    fields: dict[str, Any] = {"apigw_request_id": _apigw_request_id(event)}
+    headers = {"X-Request-Id": request_id, **MODEL_INFO.headers()}
+    level = logging.INFO
+    try:
+        labels = _predict_request(event, context, timings, fields)
+        response = json_response(
+            200,
+            labels.tolist(),
+            {**headers, "X-Row-Count": str(len(labels)), "Server-Timing": server_timing(timings)},
+        )
+    except AppError as exc:
+        fields.update(error_code=exc.code, error_message=exc.message)
+        level = logging.ERROR if exc.status >= 500 else logging.WARNING
+        response = error_response(exc, request_id, {**headers, **_timing_header(timings)})
+    except Exception as exc:
+        LOGGER.exception("unexpected error", extra={"error_type": type(exc).__name__})
+        fields.update(error_code=AppError.code)
+        level = logging.ERROR
+        response = error_response(exc, request_id, {**headers, **_timing_header(timings)})
+    try:
+        LOGGER.log(
+            level,
+            "request finished",
+            extra={
+                "status": response["statusCode"],
+                "timings_ms": {k: round(v, 1) for k, v in timings.items()},
+                "duration_ms": round((time.perf_counter() - started) * 1000, 1),
+                **fields,
+            },
+        )
+    finally:
+        logs.REQUEST_ID.reset(token)
+    return response
+
+
+def predict_within_budget(model: DigitModel, pixels: np.ndarray, budget: Budget) -> np.ndarray:
+    """Predict in slices, answering 504 rather than overrunning the invocation's time."""
+    budget.require(MIN_PREDICT_MS, f"predict {len(pixels)} rows")
+    labels = np.empty(len(pixels), dtype=np.int64)
+    for start in range(0, len(pixels), PREDICT_SLICE_ROWS):
+        if start and budget.left_ms() <= 0:
+            raise DeadlineExceeded(
+                f"ran out of time after predicting {start} of {len(pixels)} rows"
+            )
+        labels[start : start + PREDICT_SLICE_ROWS] = model.predict(
+            pixels[start : start + PREDICT_SLICE_ROWS]
+        )
+    return labels
+
+
+def _predict_request(
+    event: Any, context: Any, timings: dict[str, float], fields: dict[str, Any]
+) -> np.ndarray:
+    req = request.parse_event(event)
+    fields.update(bucket=req.bucket, key=req.key)
+    SETTINGS.allowed.check(req.bucket, req.key)
+    fmt = payload.format_for_key(req.key)
+    budget = Budget(context)
+    with _timed(timings, "s3"):
+        data = s3io.fetch_object(
+            s3io.get_client(),
+            req.bucket,
+            req.key,
+            max_bytes=SETTINGS.max_object_bytes,
+            budget=budget,
+        )
+    fields["object_bytes"] = len(data)
+    with _timed(timings, "decode"):
+        pixels = payload.load_pixels(fmt, data, max_bytes=SETTINGS.max_object_bytes)
+    del data
+    fields["rows"] = len(pixels)
+    with _timed(timings, "predict"):
+        return predict_within_budget(MODEL, pixels, budget)
+
+
+@contextmanager
+def _timed(timings: dict[str, float], name: str) -> Iterator[None]:
+    start = time.perf_counter()
+    try:
+        yield
+    finally:
+        timings[name] = (time.perf_counter() - start) * 1000
+
+
+def _timing_header(timings: Mapping[str, float]) -> dict[str, str]:
+    return {"Server-Timing": server_timing(timings)} if timings else {}
+
+
+def _request_id(context: Any) -> str:
+    value = getattr(context, "aws_request_id", None)
+    return value if isinstance(value, str) and value else str(uuid.uuid4())
+
+
+def _apigw_request_id(event: Any) -> str | None:
+    if isinstance(event, Mapping):
+        ctx = event.get("requestContext")
+        if isinstance(ctx, Mapping) and isinstance(ctx.get("requestId"), str):
+            return ctx["requestId"]
+    return None

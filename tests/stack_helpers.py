@@ -1,0 +1,159 @@
+"""Test helpers for the local stack: a tiny echo function, its template, a `serve` subprocess."""
+
+from __future__ import annotations
+
+import json
+import os
+import selectors
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+# Reads commands from the JSON body ({"sleep": s}, {"raise": 1}, {"exit": 1}, {"raw": result},
+# {"big": n}) or the query string (?binary=1 echoes the body back as a binary response);
+# otherwise echoes the event and a few environment variables.
+ECHO_HANDLER = """
+import base64, json, os, time
+
+print("echo: cold import", flush=True)
+ENV_KEYS = ("GREETING", "ALLOWED_BUCKETS", "AWS_ENDPOINT_URL_S3", "MODEL_PATH", "AWS_REGION",
+            "AWS_LAMBDA_FUNCTION_TIMEOUT", "AWS_LAMBDA_FUNCTION_MEMORY_SIZE", "AWS_PROFILE",
+            "LAMBDA_TASK_ROOT", "AWS_ACCESS_KEY_ID")
+
+
+def handler(event, context):
+    query = event.get("queryStringParameters") or {}
+    if query.get("binary"):
+        return {"statusCode": 200, "isBase64Encoded": True, "body": event["body"],
+                "headers": {"Content-Type": "application/octet-stream"}}
+    cmd = {}
+    if event.get("body") and not event.get("isBase64Encoded"):
+        try:
+            cmd = json.loads(event["body"])
+        except ValueError:
+            pass
+    if isinstance(cmd, dict):
+        if cmd.get("sleep"):
+            time.sleep(cmd["sleep"])
+        if cmd.get("raise"):
+            raise RuntimeError("boom")
+        if cmd.get("exit"):
+            os._exit(3)
+        if "raw" in cmd:
+            return cmd["raw"]
+        if cmd.get("big"):
+            return {"statusCode": 200, "body": "x" * cmd["big"]}
+    env = {k: os.environ[k] for k in ENV_KEYS if k in os.environ}
+    return {"statusCode": 200, "headers": {"X-Echo": "yes"},
+            "body": json.dumps({"event": event, "env": env,
+                                "remaining_ms": context.get_remaining_time_in_millis()})}
+"""
+
+TEMPLATE = """\
+AWSTemplateFormatVersion: '2010-09-09'
+Transform: AWS::Serverless-2016-10-31
+Parameters:
+  StageName: {{Type: String, Default: dev}}
+  Greeting: {{Type: String, Default: hello}}
+  FunctionTimeout: {{Type: Number, Default: {timeout}}}
+Globals:
+  Function:
+    Timeout: !Ref FunctionTimeout
+    Environment:
+      Variables:
+        GREETING: !Sub "${{Greeting}}-${{AWS::Region}}"
+        ALLOWED_BUCKETS: from-template
+Resources:
+  EchoApi:
+    Type: AWS::Serverless::Api
+    Properties:
+      StageName: !Ref StageName
+  EchoFunction:
+    Type: AWS::Serverless::Function
+    Properties:
+      Handler: echo.handler
+      MemorySize: 256
+      Events:
+        Predict:
+          Type: Api
+          Properties: {{RestApiId: !Ref EchoApi, Path: /predict, Method: post}}
+        Item:
+          Type: Api
+          Properties: {{RestApiId: !Ref EchoApi, Path: "/items/{{id}}", Method: get}}
+"""
+
+
+def write_echo_app(root: Path, timeout: int = 5) -> tuple[Path, Path]:
+    """Write the echo function and its SAM template under ``root``; return (app_dir, template)."""
+    app = root / "app"
+    app.mkdir(parents=True, exist_ok=True)
+    (app / "echo.py").write_text(ECHO_HANDLER)
+    template = root / "template.yaml"
+    template.write_text(TEMPLATE.format(timeout=timeout))
+    return app, template
+
+
+class ServeProcess:
+    """``python -m mnist_lambda.local_stack ...`` as a subprocess; ``info`` is its ready JSON."""
+
+    def __init__(self, args: list[str], stderr_path: Path, timeout: float = 30.0) -> None:
+        self.stderr_path = stderr_path
+        self._stderr = open(stderr_path, "wb")  # noqa: SIM115 - closed in wait()
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "mnist_lambda.local_stack", *args],
+            stdout=subprocess.PIPE,
+            stderr=self._stderr,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+        self.info: dict[str, Any] = json.loads(self._read_line(timeout))
+
+    def _read_line(self, timeout: float) -> str:
+        assert self.proc.stdout is not None
+        sel = selectors.DefaultSelector()
+        sel.register(self.proc.stdout, selectors.EVENT_READ)
+        deadline = time.monotonic() + timeout
+        line = b""
+        while not line.endswith(b"\n"):
+            if not sel.select(max(0.0, deadline - time.monotonic())):
+                self.kill()
+                raise TimeoutError(f"no ready line; stderr:\n{self.stderr_text()}")
+            chunk = os.read(self.proc.stdout.fileno(), 65536)
+            if not chunk:
+                self.wait(5)
+                raise RuntimeError(f"serve exited ({self.proc.returncode}):\n{self.stderr_text()}")
+            line += chunk
+        return line.decode()
+
+    def stderr_text(self) -> str:
+        if not self._stderr.closed:
+            self._stderr.flush()
+        return self.stderr_path.read_text(errors="replace")
+
+    def signal(self, signum: int) -> None:
+        os.kill(self.proc.pid, signum)
+
+    def wait(self, timeout: float) -> int:
+        try:
+            return self.proc.wait(timeout)
+        finally:
+            self._stderr.close()
+
+    def kill(self) -> None:
+        """Last-resort cleanup: the supervisor's process group (its children die with it)."""
+        if self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        self.wait(10)
+
+
+def wait_until(predicate: Any, timeout: float, interval: float = 0.05) -> bool:
+    """Poll ``predicate`` until it is truthy or ``timeout`` s pass; return its last value."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value or time.monotonic() > deadline:
+            return value
+        time.sleep(interval)

@@ -1,0 +1,337 @@
+"""The local stack end to end: template reading, moto S3, `serve` as a process, notebook API."""
+
+from __future__ import annotations
+
+import importlib.util
+import io
+import json
+import os
+import signal
+import stat
+from pathlib import Path
+
+import numpy as np
+import pytest
+import requests
+from stack_helpers import ServeProcess, wait_until, write_echo_app
+
+from mnist_lambda import local_stack
+from mnist_lambda.local_stack import procs
+from mnist_lambda.local_stack.cfn_template import TemplateError, load_stack_spec
+from mnist_lambda.local_stack.lambda_emulator import find_rie, function_environment
+from mnist_lambda.local_stack.s3_server import S3Server, make_s3_client
+from mnist_lambda.local_stack.supervisor import serve_main
+
+pytestmark = pytest.mark.timeout(120)
+
+ROOT = Path(__file__).resolve().parents[1]
+
+READY_KEYS = {
+    "predict_url",
+    "s3_url",
+    "bucket",
+    "region",
+    "instances",
+    "pid",
+    "generation",
+    "emulator_pids",
+    "s3_pid",
+    "port",
+    "s3_port",
+    "stage",
+    "routes",
+}
+
+
+def _closed(*ports: int) -> bool:
+    return not any(procs.port_open(p) for p in ports)
+
+
+def test_template_resolution(tmp_path: Path) -> None:
+    (tmp_path / "img").mkdir()
+    (tmp_path / "img" / "Dockerfile").write_text(
+        'FROM public.ecr.aws/lambda/python:3.11\nCMD ["app.main"]\n'
+    )
+    (tmp_path / "t.yaml").write_text("""\
+Parameters:
+  Env: {Type: String, Default: dev, AllowedValues: [dev, prod]}
+  Buckets: {Type: CommaDelimitedList, Default: "a,b"}
+  Mem: {Type: Number, Default: 512}
+Conditions:
+  IsProd: !Equals [!Ref Env, prod]
+Globals:
+  Function:
+    Timeout: 30
+    Environment:
+      Variables: {FROM_GLOBALS: "yes", OVERRIDDEN: globals}
+Resources:
+  Api:
+    Type: AWS::Serverless::Api
+    Properties: {StageName: !Ref Env}
+  Fn:
+    Type: AWS::Serverless::Function
+    Properties:
+      PackageType: Image
+      MemorySize: !Ref Mem
+      Environment:
+        Variables:
+          OVERRIDDEN: function
+          BUCKETS: !Join [",", !Ref Buckets]
+          NAME: !Sub "${AWS::StackName}-${Env}-${Api}"
+          MODE: !If [IsProd, strict, lax]
+          FLAG: true
+          LITERAL: !Sub "${!NotAVar}"
+          ARN: !GetAtt Api.Arn
+      Events:
+        P: {Type: Api, Properties: {RestApiId: !Ref Api, Path: /predict, Method: POST}}
+        Any: {Type: Api, Properties: {RestApiId: !Ref Api, Path: "/{proxy+}", Method: any}}
+    Metadata: {DockerContext: img, Dockerfile: Dockerfile}
+  Other:
+    Type: AWS::Serverless::Function
+    Properties:
+      Handler: other.handler
+      Events:
+        Get: {Type: Api, Properties: {Path: /other, Method: get}}
+""")
+    spec = load_stack_spec(tmp_path / "t.yaml")
+    fn = spec.functions["Fn"]
+    assert (fn.handler, fn.timeout, fn.memory_size, fn.package_type) == (
+        "app.main",
+        30,
+        512,
+        "Image",
+    )
+    assert fn.environment == {
+        "FROM_GLOBALS": "yes", "OVERRIDDEN": "function", "BUCKETS": "a,b",
+        "NAME": "mnist-lambda-local-dev-Api", "MODE": "lax", "FLAG": "true",
+        "LITERAL": "${NotAVar}", "ARN": "Api.Arn",
+    }  # fmt: skip
+    other = spec.functions["Other"]
+    assert (other.handler, other.timeout, other.memory_size) == ("other.handler", 30, 128)
+    routes = {(r.method, r.path, r.stage) for r in spec.routes}
+    assert routes == {
+        ("POST", "/predict", "dev"),
+        ("ANY", "/{proxy+}", "dev"),
+        ("GET", "/other", "Prod"),
+    }  # the implicit API's stage is Prod
+    assert spec.routes[-1].path == "/{proxy+}"  # static resources are matched first
+    assert spec.routes[-1].match("/a/b") == {"proxy": "a/b"}
+    prod = load_stack_spec(tmp_path / "t.yaml", {"Env": "prod"})
+    assert prod.functions["Fn"].environment["MODE"] == "strict"
+    assert "prod" in prod.stages
+    with pytest.raises(TemplateError, match="unknown template parameters"):
+        load_stack_spec(tmp_path / "t.yaml", {"Nope": "1"})
+    (tmp_path / "none.yaml").write_text("Resources: {B: {Type: AWS::S3::Bucket}}\n")
+    with pytest.raises(TemplateError, match="no AWS::Serverless::Function has an Api event"):
+        load_stack_spec(tmp_path / "none.yaml")
+
+
+def test_rie_binary_and_function_environment(tmp_path: Path, monkeypatch) -> None:
+    rie = find_rie()
+    assert rie.stat().st_mode & stat.S_IXUSR
+    monkeypatch.setenv("AWS_PROFILE", "someone-elses")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "real-secret")
+    app, template = write_echo_app(tmp_path)
+    spec = load_stack_spec(template).functions["EchoFunction"]
+    env = function_environment(spec, app, {"ALLOWED_BUCKETS": "b", "MODEL_PATH": "/m.npz"})
+    assert env["ALLOWED_BUCKETS"] == "b"  # the stack's override beats the template
+    assert env["GREETING"] == "hello-us-east-1"
+    assert env["MODEL_PATH"] == "/m.npz"
+    assert env["LAMBDA_TASK_ROOT"] == str(app)
+    assert (env["AWS_LAMBDA_FUNCTION_TIMEOUT"], env["AWS_LAMBDA_FUNCTION_MEMORY_SIZE"]) == (
+        "5", "256")  # fmt: skip
+    assert "AWS_PROFILE" not in env and "AWS_SECRET_ACCESS_KEY" not in env
+
+
+def test_moto_s3_server_and_bucket() -> None:
+    s3 = S3Server()
+    url = s3.start()
+    try:
+        s3.create_bucket("unit-bucket")
+        s3.create_bucket("unit-bucket")  # idempotent
+        client = make_s3_client(url)
+        assert "unit-bucket" in [b["Name"] for b in client.list_buckets()["Buckets"]]
+        client.put_object(Bucket="unit-bucket", Key="k.bin", Body=b"\x00\x01")
+        assert client.get_object(Bucket="unit-bucket", Key="k.bin")["Body"].read() == b"\x00\x01"
+    finally:
+        pid = s3.pid
+        s3.stop()
+    assert _closed(s3.port)
+    assert pid is not None and not procs.pid_alive(pid)
+
+
+def test_serve_main_lifecycle(tmp_path: Path) -> None:
+    """Ready line, S3 + function wired together, SIGHUP redeploy, SIGTERM clean shutdown."""
+    app, template = write_echo_app(tmp_path)
+    state = tmp_path / "state" / "stack.json"
+    serve = ServeProcess(
+        ["--template", str(template), "--app-dir", str(app), "--instances", "2",
+         "--bucket", "serve-bucket", "--state-file", str(state), "--model-path", str(template)],
+        tmp_path / "serve.log",
+    )  # fmt: skip
+    try:
+        info = serve.info
+        assert set(info) >= READY_KEYS
+        assert info["pid"] == serve.proc.pid
+        assert (info["bucket"], info["region"], info["instances"]) == (
+            "serve-bucket",
+            "us-east-1",
+            2,
+        )
+        assert info["predict_url"] == f"http://127.0.0.1:{info['port']}/dev/predict"
+        assert json.loads(state.read_text())["pid"] == serve.proc.pid
+        assert len(info["emulator_pids"]) == 2
+
+        s3 = make_s3_client(info["s3_url"])
+        assert "serve-bucket" in [b["Name"] for b in s3.list_buckets()["Buckets"]]
+        s3.put_object(Bucket="serve-bucket", Key="keep.txt", Body=b"kept")
+
+        resp = requests.post(info["predict_url"], json={}, timeout=30)
+        assert resp.status_code == 200
+        env = resp.json()["env"]
+        assert env["ALLOWED_BUCKETS"] == "serve-bucket"
+        assert env["AWS_ENDPOINT_URL_S3"] == info["s3_url"]
+        assert env["MODEL_PATH"] == str(template)
+        assert env["AWS_REGION"] == "us-east-1" and env["AWS_ACCESS_KEY_ID"] == "testing"
+        assert (
+            requests.post(
+                f"http://127.0.0.1:{info['port']}/predict", json={}, timeout=30
+            ).status_code
+            == 200
+        )
+
+        serve.signal(signal.SIGHUP)  # redeploy
+        assert wait_until(lambda: json.loads(state.read_text())["generation"] == 1, 20)
+        new = json.loads(state.read_text())
+        assert not set(new["emulator_pids"]) & set(info["emulator_pids"])
+        assert wait_until(lambda: not any(map(procs.pid_alive, info["emulator_pids"])), 10)
+        resp = requests.post(info["predict_url"], json={}, timeout=30)
+        assert resp.headers["X-Lambda-Emulator-Cold-Start"] == "true"
+        assert resp.headers["X-Lambda-Emulator-Instance"].endswith("/g1")
+        assert s3.get_object(Bucket="serve-bucket", Key="keep.txt")["Body"].read() == b"kept"
+
+        children = procs.descendants(serve.proc.pid)
+        assert new["s3_pid"] in children and set(new["emulator_pids"]) <= set(children)
+        serve.signal(signal.SIGTERM)
+        assert serve.wait(20) == 0
+    finally:
+        serve.kill()
+    assert not state.exists()
+    assert _closed(info["port"], info["s3_port"])
+    assert wait_until(lambda: not any(map(procs.pid_alive, children)), 5)
+    log = serve.stderr_text()
+    assert "POST /dev/predict 200" in log and "redeployed" in log
+
+
+def test_supervisor_killed_outright_leaves_no_orphans(tmp_path: Path) -> None:
+    app, template = write_echo_app(tmp_path)
+    serve = ServeProcess(["--template", str(template), "--app-dir", str(app)], tmp_path / "log")
+    try:
+        assert requests.post(serve.info["predict_url"], json={}, timeout=30).status_code == 200
+        children = procs.descendants(serve.proc.pid)
+        assert len(children) >= 3  # moto, the RIE and its Python runtime
+        os.kill(serve.proc.pid, signal.SIGKILL)  # no chance to clean up
+        serve.wait(10)
+        assert wait_until(lambda: not any(map(procs.pid_alive, children)), 10)
+    finally:
+        serve.kill()
+
+
+def test_ctrl_c_stops_cleanly(tmp_path: Path) -> None:
+    app, template = write_echo_app(tmp_path)
+    serve = ServeProcess(["--template", str(template), "--app-dir", str(app)], tmp_path / "log")
+    try:
+        children = procs.descendants(serve.proc.pid)
+        serve.signal(signal.SIGINT)
+        assert serve.wait(20) == 0
+    finally:
+        serve.kill()
+    assert wait_until(lambda: not any(map(procs.pid_alive, children)), 5)
+    assert "Traceback" not in serve.stderr_text()
+
+
+def test_serve_main_fails_cleanly_on_a_bad_template(tmp_path: Path, capsys) -> None:
+    app, _ = write_echo_app(tmp_path)
+    assert serve_main(["--template", str(tmp_path / "missing.yaml"), "--app-dir", str(app)]) == 1
+    assert capsys.readouterr().out == ""
+    assert serve_main(["--instances", "0"]) == 2
+
+
+def test_notebook_api_start_read_redeploy_stop(tmp_path: Path) -> None:
+    app, template = write_echo_app(tmp_path)
+    state_dir = tmp_path / "stack"
+    assert local_stack.read(state_dir) is None
+    info = local_stack.start(
+        state_dir, app_dir=app, template=template, instances=1, bucket="api-bucket"
+    )
+    try:
+        assert local_stack.read(state_dir) == info
+        assert local_stack.start(state_dir, app_dir=app, template=template).pid == info.pid
+        assert (info.bucket, info.generation, info.instances) == ("api-bucket", 0, 1)
+        assert info.state_file == state_dir / local_stack.STATE_FILE_NAME
+        client = local_stack.s3_client(info)
+        client.put_object(Bucket=info.bucket, Key="x", Body=b"1")
+        assert requests.post(info.predict_url, json={}, timeout=30).status_code == 200
+        again = local_stack.redeploy(state_dir)
+        assert again.generation == 1 and again.pid == info.pid
+        resp = requests.post(again.predict_url, json={}, timeout=30)
+        assert resp.headers["X-Lambda-Emulator-Cold-Start"] == "true"
+        assert client.get_object(Bucket=info.bucket, Key="x")["Body"].read() == b"1"
+    finally:
+        local_stack.stop(state_dir)
+    assert local_stack.read(state_dir) is None
+    assert not info.state_file.exists()
+    assert not procs.pid_alive(info.pid)
+    assert _closed(info.port, info.s3_port)
+    local_stack.stop(state_dir)  # idempotent
+    assert "ready: POST" in (state_dir / "local_stack.log").read_text()
+
+
+def _real_app_skip_reason(model_path: Path) -> str | None:
+    """Why the real handler/template cannot be used yet, or None."""
+    handler = ROOT / "lambda_app" / "lambda_predict.py"
+    template = ROOT / "template_no_auth.yaml"
+    try:
+        load_stack_spec(template)
+        spec = importlib.util.spec_from_file_location("_lambda_predict_probe", handler)
+        assert spec is not None and spec.loader is not None
+        with pytest.MonkeyPatch.context() as mp:
+            mp.setenv("MODEL_PATH", str(model_path))  # in case the model loads at import
+            spec.loader.exec_module(importlib.util.module_from_spec(spec))
+    except Exception as exc:
+        return f"the real handler/template do not load: {exc!r}"
+    return None
+
+
+@pytest.mark.e2e
+def test_real_lambda_app_behind_the_stack(tmp_path: Path, request: pytest.FixtureRequest) -> None:
+    """The real lambda_app/lambda_predict.py and template_no_auth.yaml, if they exist yet."""
+    for name in ("lambda_app/lambda_predict.py", "template_no_auth.yaml"):
+        if not (ROOT / name).exists():
+            pytest.skip(f"{name} does not exist yet")
+    small_model_path: Path = request.getfixturevalue("small_model_path")
+    mnist_xy: tuple[np.ndarray, np.ndarray] = request.getfixturevalue("mnist_xy")
+    reason = _real_app_skip_reason(small_model_path)
+    if reason:
+        pytest.skip(reason)
+    from mnist_serving.model import load
+
+    rows = np.ascontiguousarray(mnist_xy[0][:200], dtype=np.uint8)
+    expected = load(small_model_path).predict(rows).tolist()
+    state_dir = tmp_path / "stack"
+    info = local_stack.start(state_dir, model_path=small_model_path)
+    try:
+        buf = io.BytesIO()
+        np.save(buf, rows)
+        local_stack.s3_client(info).put_object(
+            Bucket=info.bucket, Key="digits/first200.npy", Body=buf.getvalue()
+        )
+        resp = requests.post(
+            info.predict_url,
+            json={"bucket": info.bucket, "key": "digits/first200.npy"},
+            timeout=60,
+        )
+        assert resp.status_code == 200, resp.text
+        assert resp.json() == expected
+    finally:
+        local_stack.stop(state_dir)

@@ -1,0 +1,199 @@
+"""template_no_auth.yaml: it lints (cfn-lint, sam validate --lint, offline) and says what we
+mean: least-privilege S3 read, a timeout under API Gateway's, throttling, a working URL."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+from handler_helpers import ROOT, closed_port, load_cfn
+
+TEMPLATE = ROOT / "template_no_auth.yaml"
+BIN = Path(sys.executable).parent
+PSEUDO_PARAMETERS = {"AWS::Partition", "AWS::Region", "AWS::URLSuffix", "AWS::AccountId"}
+
+
+@pytest.fixture(scope="module")
+def template() -> dict[str, Any]:
+    return load_cfn(TEMPLATE)
+
+
+@pytest.fixture(scope="module")
+def function(template) -> dict[str, Any]:
+    resource = template["Resources"]["PredictFunction"]
+    assert resource["Type"] == "AWS::Serverless::Function"
+    return resource
+
+
+def offline_env(tmp_path: Path) -> dict[str, str]:
+    """Dummy AWS settings, no telemetry, and proxies that lead nowhere: nothing leaves."""
+    dead = f"http://127.0.0.1:{closed_port()}"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
+    env.update(
+        AWS_DEFAULT_REGION="us-east-1",
+        AWS_ACCESS_KEY_ID="testing",
+        AWS_SECRET_ACCESS_KEY="testing",
+        AWS_CONFIG_FILE=str(tmp_path / "config"),
+        AWS_SHARED_CREDENTIALS_FILE=str(tmp_path / "credentials"),
+        AWS_EC2_METADATA_DISABLED="true",
+        SAM_CLI_TELEMETRY="0",
+        HOME=str(tmp_path),
+        HTTP_PROXY=dead,
+        HTTPS_PROXY=dead,
+        http_proxy=dead,
+        https_proxy=dead,
+        NO_PROXY="",
+        no_proxy="",
+    )
+    return env
+
+
+def test_cfn_lint_passes(tmp_path):
+    result = subprocess.run(
+        [str(BIN / "cfn-lint"), str(TEMPLATE)],
+        env=offline_env(tmp_path),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_sam_validate_lint_passes_offline(tmp_path):
+    result = subprocess.run(
+        [str(BIN / "sam"), "validate", "--lint", "-t", str(TEMPLATE)],
+        env=offline_env(tmp_path),
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "is a valid SAM Template" in result.stdout + result.stderr
+
+
+def test_parameters_and_defaults(template):
+    params = template["Parameters"]
+    assert template["Transform"] == "AWS::Serverless-2016-10-31"
+    assert params["Stage"]["Default"] == "dev"
+    assert "Default" not in params["DataBucketName"]  # required: no bucket is guessed
+    assert params["DataKeyPrefix"]["Default"] == ""
+    assert params["MemorySize"]["Type"] == "Number" and params["MemorySize"]["Default"] == 1024
+    assert params["MaxObjectBytes"]["Default"] == 52428800  # the handler's 50 MiB default
+    assert params["ThrottleRateLimit"]["Default"] <= 50
+    assert params["ThrottleBurstLimit"]["Default"] <= 100
+
+
+def test_function_shape(function):
+    props = function["Properties"]
+    assert props["PackageType"] == "Image"
+    assert props["Architectures"] == ["x86_64"]
+    assert props["Timeout"] < 29  # API Gateway's integration limit: answer before it gives up
+    assert props["MemorySize"] == {"Ref": "MemorySize"}
+    assert "Runtime" not in props and "Handler" not in props  # both come from the image
+    metadata = function["Metadata"]
+    assert metadata["DockerContext"] == "."
+    assert (ROOT / metadata["DockerContext"] / metadata["Dockerfile"]).is_file()
+    assert metadata["DockerTag"]
+
+
+def test_environment_matches_what_the_handler_reads(function):
+    variables = function["Properties"]["Environment"]["Variables"]
+    assert set(variables) == {"ALLOWED_BUCKETS", "MAX_OBJECT_BYTES", "LOG_LEVEL"}
+    assert variables["ALLOWED_BUCKETS"] == {"Fn::Sub": "${DataBucketName}/${DataKeyPrefix}"}
+    assert variables["MAX_OBJECT_BYTES"] == {"Ref": "MaxObjectBytes"}
+    handler_source = (ROOT / "lambda_app" / "lambda_predict.py").read_text()
+    for name in variables:
+        assert f'"{name}"' in handler_source
+
+
+def _statements(function) -> list[dict[str, Any]]:
+    policies = function["Properties"]["Policies"]
+    assert isinstance(policies, list)
+    statements = []
+    for policy in policies:
+        assert isinstance(policy, dict) and "Statement" in policy, (
+            f"only inline policy documents, no managed or SAM template policies: {policy!r}"
+        )
+        statements += policy["Statement"]
+    return statements
+
+
+def _as_list(value: Any) -> list[Any]:
+    return value if isinstance(value, list) else [value]
+
+
+def _text(value: Any) -> str:
+    return value["Fn::Sub"] if isinstance(value, dict) and "Fn::Sub" in value else str(value)
+
+
+def test_least_privilege_s3_read(function):
+    statements = _statements(function)
+    granted = {}
+    for statement in statements:
+        assert statement["Effect"] == "Allow"
+        assert "NotAction" not in statement and "NotResource" not in statement
+        for action in _as_list(statement["Action"]):
+            assert "*" not in action, f"wildcard action {action}"
+            for resource in _as_list(statement["Resource"]):
+                text = _text(resource)
+                assert text not in ("*", "arn:aws:s3:::*", "arn:${AWS::Partition}:s3:::*")
+                granted.setdefault(action, set()).add(text)
+    assert granted == {
+        "s3:GetObject": {"arn:${AWS::Partition}:s3:::${DataBucketName}/${DataKeyPrefix}*"},
+        "s3:ListBucket": {"arn:${AWS::Partition}:s3:::${DataBucketName}"},
+    }
+
+
+def test_no_broad_managed_policies():
+    text = TEMPLATE.read_text()
+    for banned in (
+        "AmazonS3FullAccess",
+        "AmazonS3ReadOnlyAccess",
+        "S3CrudPolicy",
+        "S3FullAccessPolicy",
+        "AdministratorAccess",
+        '"s3:*"',
+        "s3:*",
+    ):
+        assert banned not in text
+
+
+def test_api_throttling_and_event(template, function):
+    api = template["Resources"]["MnistApi"]
+    assert api["Type"] == "AWS::Serverless::Api"
+    assert api["Properties"]["StageName"] == {"Ref": "Stage"}
+    settings = api["Properties"]["MethodSettings"]
+    assert any(
+        s["ResourcePath"] == "/*"
+        and s["HttpMethod"] == "*"
+        and s["ThrottlingRateLimit"] == {"Ref": "ThrottleRateLimit"}
+        and s["ThrottlingBurstLimit"] == {"Ref": "ThrottleBurstLimit"}
+        for s in settings
+    )
+    events = function["Properties"]["Events"]
+    assert len(events) == 1
+    (event,) = events.values()
+    assert event["Type"] == "Api"
+    assert event["Properties"] == {
+        "Path": "/predict",
+        "Method": "post",
+        "RestApiId": {"Ref": "MnistApi"},
+    }
+
+
+def test_outputs_reference_real_logical_ids(template):
+    outputs = template["Outputs"]
+    url = outputs["PredictUrl"]["Value"]["Fn::Sub"]
+    assert url == (
+        "https://${MnistApi}.execute-api.${AWS::Region}.${AWS::URLSuffix}/${Stage}/predict"
+    )
+    known = set(template["Resources"]) | set(template["Parameters"]) | PSEUDO_PARAMETERS
+    for name in re.findall(r"\$\{([^}!]+)\}", url):
+        assert name in known, f"${{{name}}} is not a resource, parameter or pseudo parameter"
+    assert outputs["FunctionName"]["Value"] == {"Ref": "PredictFunction"}
