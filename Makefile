@@ -3,7 +3,8 @@
 
 setup: .venv/.installed
 
-.venv/.installed: poetry.lock pyproject.toml scripts/setup.sh scripts/bootstrap-requirements.txt
+.venv/.installed: poetry.lock pyproject.toml tools/iac-scan/poetry.lock scripts/setup.sh \
+		scripts/bootstrap-requirements.txt
 	@./scripts/setup.sh
 
 run: setup  ## the whole pipeline on the embedded local defaults

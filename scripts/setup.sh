@@ -28,5 +28,12 @@ echo "setup: installing the locked dependencies into .venv/ (first run takes a f
 .venv/bin/python -m pip install --quiet --disable-pip-version-check \
   --require-hashes --no-deps -r .venv/requirements.lock.txt
 .venv/bin/python -m pip install --quiet --disable-pip-version-check --no-deps -e .
+
+# checkov (IaC scanner) has a lock of its own: its boto3 pin conflicts with aws-sam-cli's.
+[ -x .tools/iac-scan/bin/python ] || "$PY" -m venv .tools/iac-scan
+.tools/bin/poetry export --directory tools/iac-scan --format requirements.txt \
+  --output "$PWD/.tools/iac-scan/requirements.lock.txt"
+.tools/iac-scan/bin/python -m pip install --quiet --disable-pip-version-check \
+  --require-hashes --no-deps -r .tools/iac-scan/requirements.lock.txt
 touch .venv/.installed
 echo "setup: .venv/ is ready"
