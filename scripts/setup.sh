@@ -9,6 +9,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 PY="${PYTHON:-python3}"
+# pip warns once per package about unusable find-links/index locations some machines configure;
+# keep real errors, drop that noise.
+quiet_pip() { "$@" 2> >(grep -v "^WARNING: Location '" >&2); }
 "$PY" - <<'PYCHECK' || { echo "error: Python 3.11+ is needed (set PYTHON=/path/to/python3.11)" >&2; exit 1; }
 import sys
 sys.exit(0 if (3, 11) <= sys.version_info[:2] < (3, 14) else 1)
@@ -17,7 +20,7 @@ PYCHECK
 if [ ! -x .tools/bin/poetry ]; then
   echo "setup: installing Poetry into .tools/"
   "$PY" -m venv .tools
-  .tools/bin/python -m pip install --quiet --disable-pip-version-check -r scripts/bootstrap-requirements.txt
+  quiet_pip .tools/bin/python -m pip install --quiet --disable-pip-version-check -r scripts/bootstrap-requirements.txt
 fi
 .tools/bin/poetry check --lock --quiet || {
   echo "error: poetry.lock does not match pyproject.toml; run '.tools/bin/poetry lock'" >&2; exit 1; }
@@ -25,15 +28,15 @@ fi
 [ -x .venv/bin/python ] || "$PY" -m venv .venv
 .tools/bin/poetry export --with dev --format requirements.txt --output .venv/requirements.lock.txt
 echo "setup: installing the locked dependencies into .venv/ (first run takes a few minutes)"
-.venv/bin/python -m pip install --quiet --disable-pip-version-check \
+quiet_pip .venv/bin/python -m pip install --quiet --disable-pip-version-check \
   --require-hashes --no-deps -r .venv/requirements.lock.txt
-.venv/bin/python -m pip install --quiet --disable-pip-version-check --no-deps -e .
+quiet_pip .venv/bin/python -m pip install --quiet --disable-pip-version-check --no-deps -e .
 
 # checkov (IaC scanner) has a lock of its own: its boto3 pin conflicts with aws-sam-cli's.
 [ -x .tools/iac-scan/bin/python ] || "$PY" -m venv .tools/iac-scan
 .tools/bin/poetry export --directory tools/iac-scan --format requirements.txt \
   --output "$PWD/.tools/iac-scan/requirements.lock.txt"
-.tools/iac-scan/bin/python -m pip install --quiet --disable-pip-version-check \
+quiet_pip .tools/iac-scan/bin/python -m pip install --quiet --disable-pip-version-check \
   --require-hashes --no-deps -r .tools/iac-scan/requirements.lock.txt
 touch .venv/.installed
 echo "setup: .venv/ is ready"
