@@ -80,13 +80,15 @@ def read_json(path: str | Path) -> dict[str, Any]:
     return json.loads(path.read_text(encoding="utf-8")) if path.exists() else {}
 
 
-def update_metrics(run_dir: str | Path, **sections: Any) -> dict[str, Any]:
-    """Merge top-level keys into ``run_dir/metrics.json`` (written atomically)."""
+def update_metrics(run_dir: str | Path, **sections: Any) -> None:
+    """Merge top-level keys into ``run_dir/metrics.json`` (written atomically).
+
+    Returns None on purpose, so that a notebook cell ending with it displays nothing.
+    """
     path = Path(run_dir) / "metrics.json"
     metrics = read_json(path)
     metrics.update(json.loads(json.dumps(sections, default=_jsonable)))
     atomic_write_json(path, metrics)
-    return metrics
 
 
 def git_sha(root: str | Path, short: bool = True) -> str:

@@ -17,7 +17,9 @@ from sklearn.metrics import accuracy_score, confusion_matrix
 from sklearn.model_selection import StratifiedKFold
 from sklearn.neighbors import KNeighborsClassifier
 from sklearn.pipeline import Pipeline
-from tqdm.auto import tqdm
+from tqdm import (
+    tqdm,
+)  # text bars: they render in terminals, JupyterLab and executed notebooks alike
 
 from mnist_lambda.record import atomic_path, atomic_write_json, library_versions
 from mnist_serving import model as serving_model
