@@ -105,14 +105,31 @@ def _timed(fn: Callable[[], Any]) -> tuple[Any, float]:
     return result, time.perf_counter() - start
 
 
-def _report(name: str, y_test: np.ndarray, predictions: np.ndarray, **fields: Any) -> ModelReport:
-    return ModelReport(
+def _reload_and_evaluate(
+    name: str,
+    artifact: str | Path,
+    load: Callable[[str | Path], Any],
+    X_test: np.ndarray,
+    y_test: np.ndarray,
+    cv_scores: list[float],
+    fit_seconds: float,
+) -> tuple[ModelReport, Any]:
+    """Load a saved model back, time that and its predictions on the test set, and report."""
+    loaded, load_seconds = _timed(lambda: load(artifact))
+    predictions, predict_seconds = _timed(lambda: loaded.predict(X_test))
+    report = ModelReport(
         name=name,
+        cv_scores=cv_scores,
         test_accuracy=float(accuracy_score(y_test, predictions)),
         confusion_matrix=confusion_matrix(y_test, predictions, labels=np.arange(10)),
+        fit_seconds=fit_seconds,
+        predict_seconds=predict_seconds,
+        artifact_bytes=Path(artifact).stat().st_size,
+        load_seconds=load_seconds,
+        artifact=str(artifact),
         predictions=np.asarray(predictions, dtype=np.int64),
-        **fields,
     )
+    return report, loaded
 
 
 def train_baseline(
@@ -133,19 +150,16 @@ def train_baseline(
     )
     with atomic_path(artifact) as tmp:
         joblib.dump(model, tmp)
-    loaded, load_seconds = _timed(lambda: joblib.load(artifact))
-    predictions, predict_seconds = _timed(lambda: loaded.predict(X_test.astype(np.float64)))
-    return _report(
+    report, _ = _reload_and_evaluate(
         "baseline",
+        artifact,
+        joblib.load,
+        X_test.astype(np.float64),
         y_test,
-        predictions,
-        cv_scores=cv_scores,
-        fit_seconds=fit_seconds,
-        predict_seconds=predict_seconds,
-        artifact_bytes=Path(artifact).stat().st_size,
-        load_seconds=load_seconds,
-        artifact=str(artifact),
+        cv_scores,
+        fit_seconds,
     )
+    return report
 
 
 def export_serving_model(
@@ -193,20 +207,10 @@ def train_serving(
     exported = export_serving_model(pipeline, X_train, y_train)
     fit_seconds = time.perf_counter() - start
     exported.save(artifact)
-    loaded, load_seconds = _timed(lambda: serving_model.load(artifact))
-    predictions, predict_seconds = _timed(lambda: loaded.predict(X_test))
-    agreement = float(np.mean(pipeline.predict(X_test.astype(np.float32)) == predictions))
-    report = _report(
-        "serving",
-        y_test,
-        predictions,
-        cv_scores=cv_scores,
-        fit_seconds=fit_seconds,
-        predict_seconds=predict_seconds,
-        artifact_bytes=Path(artifact).stat().st_size,
-        load_seconds=load_seconds,
-        artifact=str(artifact),
+    report, loaded = _reload_and_evaluate(
+        "serving", artifact, serving_model.load, X_test, y_test, cv_scores, fit_seconds
     )
+    agreement = float(np.mean(pipeline.predict(X_test.astype(np.float32)) == report.predictions))
     return report, loaded, agreement
 
 
