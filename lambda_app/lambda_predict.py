@@ -11,6 +11,8 @@ Configuration (environment, read once at import, as Lambda fixes it per function
 * ``ALLOWED_BUCKETS``: comma-separated ``bucket`` or ``bucket/prefix``; empty allows nothing.
 * ``MAX_OBJECT_BYTES``: largest object (and decompressed CSV) accepted, default 50 MiB.
 * ``LOG_LEVEL``: ``DEBUG``, ``INFO`` (default), ``WARNING`` or ``ERROR``.
+* ``OUTPUT_PREFIX``: key prefix under which a request's ``output_key`` may write the labels
+  (in an allowed bucket); empty or unset disables ``output_key`` (see ``mnist_serving.output``).
 * S3 client: boto3's standard chain, e.g. ``AWS_ENDPOINT_URL_S3`` for a local S3.
 
 Only serving code is imported here (numpy, boto3, the ``mnist_serving`` package): no pandas,
@@ -30,7 +32,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from mnist_serving import logs, payload, request, s3io
+from mnist_serving import logs, output, payload, request, s3io
 from mnist_serving.allowlist import AllowList
 from mnist_serving.budget import Budget
 from mnist_serving.errors import AppError, DeadlineExceeded
@@ -55,6 +57,7 @@ class Settings(NamedTuple):
     model_path: Path
     allowed: AllowList
     max_object_bytes: int
+    output_prefix: str = ""
 
 
 def read_settings(env: Mapping[str, str] = os.environ) -> Settings:
@@ -70,6 +73,7 @@ def read_settings(env: Mapping[str, str] = os.environ) -> Settings:
         model_path=Path(env.get("MODEL_PATH") or DEFAULT_MODEL_PATH),
         allowed=AllowList.parse(env.get("ALLOWED_BUCKETS")),
         max_object_bytes=max_object_bytes,
+        output_prefix=output.parse_prefix(env.get("OUTPUT_PREFIX")),
     )
 
 
@@ -107,10 +111,10 @@ def lambda_handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
     headers = {"X-Request-Id": request_id, **MODEL_INFO.headers()}
     level = logging.INFO
     try:
-        labels = _predict_request(event, context, timings, fields)
+        labels, written = _predict_request(event, context, timings, fields)
         response = json_response(
             200,
-            labels.tolist(),
+            labels.tolist() if written is None else written,
             {**headers, "X-Row-Count": str(len(labels)), "Server-Timing": server_timing(timings)},
         )
     except AppError as exc:
@@ -155,10 +159,17 @@ def predict_within_budget(model: DigitModel, pixels: np.ndarray, budget: Budget)
 
 def _predict_request(
     event: Any, context: Any, timings: dict[str, float], fields: dict[str, Any]
-) -> np.ndarray:
+) -> tuple[np.ndarray, dict[str, Any] | None]:
+    """The labels, and where they were written when the request has an ``output_key``."""
     req = request.parse_event(event)
     fields.update(bucket=req.bucket, key=req.key)
     SETTINGS.allowed.check(req.bucket, req.key)
+    target = None
+    if req.output_key is not None:
+        fields["output_key"] = req.output_key
+        target = output.check_target(
+            req.bucket, req.output_key, SETTINGS.output_prefix, SETTINGS.allowed
+        )
     fmt = payload.format_for_key(req.key)
     budget = Budget(context)
     with _timed(timings, "s3"):
@@ -175,7 +186,15 @@ def _predict_request(
     del data
     fields["rows"] = len(pixels)
     with _timed(timings, "predict"):
-        return predict_within_budget(MODEL, pixels, budget)
+        labels = predict_within_budget(MODEL, pixels, budget)
+    if target is None:
+        return labels, None
+    body, content_type = target.encode(labels)
+    with _timed(timings, "s3_put"):
+        s3io.put_object(
+            s3io.get_client(), target.bucket, target.key, body, content_type, budget=budget
+        )
+    return labels, target.location(len(labels))
 
 
 @contextmanager

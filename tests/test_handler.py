@@ -457,7 +457,7 @@ def test_bad_request_events(handler, name):
         ('{"key": "inputs/a.npy"}', "missing field"),
         ("{}", "missing field"),
         ('{"bucket": "mnist-data", "key": "inputs/a.npy", "extra": 1}', "unknown field"),
-        ('{"bucket": "mnist-data", "key": "inputs/a.npy", "output_key": "o"}', "unknown field"),
+        ('{"bucket": "mnist-data", "key": "inputs/a.npy", "outputKey": "o"}', "unknown field"),
     ],
 )
 def test_malformed_bodies(handler, body, needle):

@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import nbformat
+import numpy as np
 import pytest
 
 from mnist_lambda import runner
@@ -82,6 +83,7 @@ def test_run_writes_the_whole_record(trained_run: Path) -> None:
     assert run["status"] == "succeeded" and run["steps"] == ["sample", "train"]
     assert len(run["lock_sha256"]) == 64 and run["library_versions"]["scikit-learn"]
     assert not list(trained_run.rglob("*.tmp"))
+    assert not list(trained_run.rglob("*.partial.ipynb"))  # papermill output renamed into place
 
 
 @pytest.mark.e2e
@@ -101,7 +103,7 @@ def test_manifest_describes_the_artifact(trained_run: Path) -> None:
 
 @pytest.mark.e2e
 def test_same_parameters_give_the_same_model(
-    trained_run: Path, tmp_path: Path, mnist_dir: Path
+    trained_run: Path, tmp_path: Path, mnist_dir: Path, mnist_xy
 ) -> None:
     proc = run_cli(
         "run",
@@ -127,6 +129,13 @@ def test_same_parameters_give_the_same_model(
     first = json.loads((trained_run / "metrics.json").read_text())["serving"]["sha256"]
     second = json.loads((tmp_path / "again" / "metrics.json").read_text())["serving"]["sha256"]
     assert first == second
+    from mnist_serving.model import load  # and so the same predictions
+
+    rows = mnist_xy[0][-500:]
+    again = load(tmp_path / "model" / "model.npz").predict(rows)
+    np.testing.assert_array_equal(
+        load(trained_run.parent / "model" / "model.npz").predict(rows), again
+    )
 
 
 def test_failing_notebook_names_notebook_and_cell(tmp_path: Path) -> None:

@@ -83,7 +83,7 @@ def test_parameters_and_defaults(template):
     assert params["Stage"]["Default"] == "dev"
     assert "Default" not in params["DataBucketName"]  # required: no bucket is guessed
     assert params["DataKeyPrefix"]["Default"] == ""
-    assert params["MemorySize"]["Type"] == "Number" and params["MemorySize"]["Default"] == 1024
+    assert params["MemorySize"]["Type"] == "Number" and params["MemorySize"]["Default"] == 1769
     assert params["MaxObjectBytes"]["Default"] == 52428800  # the handler's 50 MiB default
     assert params["ThrottleRateLimit"]["Default"] <= 50
     assert params["ThrottleBurstLimit"]["Default"] <= 100
@@ -104,7 +104,7 @@ def test_function_shape(function):
 
 def test_environment_matches_what_the_handler_reads(function):
     variables = function["Properties"]["Environment"]["Variables"]
-    assert set(variables) == {"ALLOWED_BUCKETS", "MAX_OBJECT_BYTES", "LOG_LEVEL"}
+    assert set(variables) == {"ALLOWED_BUCKETS", "MAX_OBJECT_BYTES", "LOG_LEVEL", "OUTPUT_PREFIX"}
     assert variables["ALLOWED_BUCKETS"] == {"Fn::Sub": "${DataBucketName}/${DataKeyPrefix}"}
     assert variables["MAX_OBJECT_BYTES"] == {"Ref": "MaxObjectBytes"}
     handler_source = (ROOT / "lambda_app" / "lambda_predict.py").read_text()
@@ -147,6 +147,7 @@ def test_least_privilege_s3_read(function):
     assert granted == {
         "s3:GetObject": {"arn:${AWS::Partition}:s3:::${DataBucketName}/${DataKeyPrefix}*"},
         "s3:ListBucket": {"arn:${AWS::Partition}:s3:::${DataBucketName}"},
+        "s3:PutObject": {"arn:${AWS::Partition}:s3:::${DataBucketName}/${OutputKeyPrefix}*"},
     }
 
 

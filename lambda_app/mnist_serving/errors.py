@@ -60,6 +60,14 @@ class UnsupportedFormat(AppError):
     default_message = "unsupported object format"
 
 
+class UnsupportedMediaType(AppError):
+    """415: the request's Content-Type is not JSON (the API validates JSON bodies only)."""
+
+    status = 415
+    code = "unsupported_media_type"
+    default_message = "send the request body as Content-Type: application/json"
+
+
 class InvalidInput(AppError):
     """422: the object decodes, but not to (n, 784) integral pixels in 0..255."""
 

@@ -20,8 +20,12 @@ from mnist_serving.schema import N_PIXELS
 FORMAT: str = "mnist-lambda/pca-knn-npz/1"
 """Written into every artifact and checked on load."""
 
-CHUNK_ROWS: int = 256
+CHUNK_ROWS: int = 512
 """Rows per distance block: bounds memory and keeps results independent of request size."""
+
+GROUP: int = 32
+"""Training points per group in the exact two-stage nearest-neighbour search (see
+:meth:`DigitModel._nearest`)."""
 
 
 @dataclass(frozen=True)
@@ -36,9 +40,12 @@ class DigitModel:
     n_neighbors: int
 
     def __post_init__(self) -> None:
-        object.__setattr__(
-            self, "_train_sq", np.einsum("ij,ij->i", self.train_proj, self.train_proj)
-        )
+        train_sq = np.einsum("ij,ij->i", self.train_proj, self.train_proj)
+        object.__setattr__(self, "_train_sq", train_sq)
+        # [-2 T^T; |t|^2]: one matmul of [z, 1] with it gives |t|^2 - 2 z.t, the squared
+        # distance minus |z|^2, which is constant along a row and so does not change the order.
+        aug = np.vstack([-2.0 * self.train_proj.T, train_sq[None, :]]).astype(np.float32)
+        object.__setattr__(self, "_aug_t", np.ascontiguousarray(aug))
 
     @property
     def n_components(self) -> int:
@@ -56,13 +63,41 @@ class DigitModel:
             out[start : start + CHUNK_ROWS] = self._predict_block(z[start : start + CHUNK_ROWS])
         return self.classes[out]
 
+    def _nearest(self, z: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Indices and squared distances of the k nearest training points of each row.
+
+        Exact, in two stages: the training points are cut into groups of GROUP; the k nearest
+        all lie in the k groups with the smallest minimum (any point outside them has at least
+        k points, one per chosen group, at most as far), so the full argpartition over
+        n_train columns becomes a minimum per group plus an argpartition over k*GROUP.
+        Group g holds the columns g, g + groups, g + 2*groups, ...: their minima are an
+        elementwise minimum of GROUP contiguous slices, which numpy vectorises (4x faster
+        than reducing contiguous runs of columns).
+        """
+        k, n, n_train = self.n_neighbors, z.shape[0], self.train_proj.shape[0]
+        z_aug = np.empty((n, z.shape[1] + 1), dtype=np.float32)
+        z_aug[:, :-1], z_aug[:, -1] = z, 1.0
+        part = z_aug @ self._aug_t  # type: ignore[attr-defined]
+        groups = n_train // GROUP
+        if groups > 2 * k:
+            group_min = part[:, : groups * GROUP].reshape(n, GROUP, groups).min(axis=1)
+            best = np.argpartition(group_min, k - 1, axis=1)[:, :k]
+            cols = (best[:, :, None] + groups * np.arange(GROUP)).reshape(n, k * GROUP)
+            if groups * GROUP < n_train:
+                rest = np.arange(groups * GROUP, n_train)
+                cols = np.concatenate([cols, np.broadcast_to(rest, (n, rest.size))], axis=1)
+            cand = np.take_along_axis(part, cols, axis=1)
+        else:
+            cols, cand = np.broadcast_to(np.arange(n_train), (n, n_train)), part
+        sel = np.argpartition(cand, k - 1, axis=1)[:, :k]
+        d2 = np.take_along_axis(cand, sel, axis=1) + np.einsum("ij,ij->i", z, z)[:, None]
+        np.maximum(d2, 0.0, out=d2)
+        return np.take_along_axis(cols, sel, axis=1), d2
+
     def _predict_block(self, z: np.ndarray) -> np.ndarray:
         k = self.n_neighbors
-        d2 = np.einsum("ij,ij->i", z, z)[:, None] - 2.0 * (z @ self.train_proj.T)
-        d2 += self._train_sq[None, :]  # type: ignore[attr-defined]
-        np.maximum(d2, 0.0, out=d2)
-        idx = np.argpartition(d2, k - 1, axis=1)[:, :k]
-        dist = np.sqrt(np.take_along_axis(d2, idx, axis=1)).astype(np.float64)
+        idx, d2 = self._nearest(z)
+        dist = np.sqrt(d2).astype(np.float64)
         with np.errstate(divide="ignore"):
             weights = 1.0 / dist
         exact = np.isinf(weights)

@@ -17,7 +17,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import MISSING, dataclass, fields
 from typing import Any
 
-from mnist_serving.errors import BadRequest
+from mnist_serving.errors import BadRequest, UnsupportedMediaType
 
 MAX_BODY_BYTES = 16 * 1024
 """A valid body is well under 2 KB; anything much larger is not a request for this endpoint."""
@@ -35,6 +35,8 @@ class PredictRequest:
 
     bucket: str
     key: str
+    output_key: str | None = None
+    """Write the labels to ``s3://bucket/output_key`` and answer only where they are."""
 
 
 def validate_bucket(value: Any) -> str:
@@ -79,6 +81,7 @@ def validate_key(value: Any, field: str = "key") -> str:
 FIELDS: Mapping[str, Callable[[Any], Any]] = {
     "bucket": validate_bucket,
     "key": validate_key,
+    "output_key": lambda value: validate_key(value, "output_key"),
 }
 """Body fields: name -> validator. Fields without a default in PredictRequest are required."""
 
@@ -87,6 +90,7 @@ def parse_event(event: Any) -> PredictRequest:
     """Validate an API Gateway proxy event and return the request it carries (or raise 400)."""
     if not isinstance(event, Mapping):
         raise BadRequest("the event is not an API Gateway proxy event")
+    _check_content_type(event.get("headers"))
     data = _parse_body(event.get("body"), bool(event.get("isBase64Encoded")))
     unknown = sorted(set(data) - set(FIELDS))
     if unknown:
@@ -99,6 +103,22 @@ def parse_event(event: Any) -> PredictRequest:
     if missing:
         raise BadRequest(f"missing field(s): {', '.join(map(repr, missing))}")
     return PredictRequest(**{name: FIELDS[name](value) for name, value in data.items()})
+
+
+def _check_content_type(headers: Any) -> None:
+    """Refuse a body declared as anything but JSON (none declared is taken as JSON).
+
+    API Gateway validates a body against the schema of its Content-Type and lets a type with no
+    schema through unchecked; refusing those here closes that way around the validator.
+    """
+    if not isinstance(headers, Mapping):
+        return
+    value = next((v for k, v in headers.items() if str(k).lower() == "content-type"), None)
+    media = str(value or "").split(";", 1)[0].strip().lower()
+    if media and media != "application/json" and not media.endswith("+json"):
+        raise UnsupportedMediaType(
+            f"the request body must be JSON (Content-Type: application/json), not {media[:60]!r}"
+        )
 
 
 def _parse_body(body: Any, is_base64: bool) -> dict[str, Any]:

@@ -98,6 +98,16 @@ def fetch_object(client: Any, bucket: str, key: str, *, max_bytes: int, budget: 
         return _read_capped(response["Body"], length, where, max_bytes, budget)
 
 
+def put_object(
+    client: Any, bucket: str, key: str, body: bytes, content_type: str, *, budget: Budget
+) -> None:
+    """Write ``body`` to ``s3://bucket/key`` (the predictions of an ``output_key`` request)."""
+    where = f"s3://{bucket}/{key}"
+    budget.require(MIN_CALL_MS, "write the predictions to S3")
+    with _mapped_s3_errors(where):
+        client.put_object(Bucket=bucket, Key=key, Body=body, ContentType=content_type)
+
+
 def _read_capped(
     body: Any, length: int | None, where: str, max_bytes: int, budget: Budget
 ) -> bytes:

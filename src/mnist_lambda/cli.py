@@ -59,6 +59,18 @@ def _params(args: argparse.Namespace) -> int:
     return 0
 
 
+def _predict_batch(args: argparse.Namespace) -> int:
+    from mnist_lambda import batch
+
+    return batch.main(args)
+
+
+def _bench(args: argparse.Namespace) -> int:
+    from mnist_lambda import bench
+
+    return bench.main(args)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="mnist-lambda", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -85,6 +97,23 @@ def build_parser() -> argparse.ArgumentParser:
 
     params = sub.add_parser("params", help="list every notebook's parameters")
     params.set_defaults(func=_params)
+
+    predict_batch = sub.add_parser(
+        "predict-batch",
+        help="predict more rows than one request can carry: chunk, upload, invoke concurrently",
+    )
+    from mnist_lambda import batch
+
+    batch.add_arguments(predict_batch)
+    predict_batch.set_defaults(func=_predict_batch)
+
+    bench = sub.add_parser(
+        "bench", help="the tutorial's deployment and ours, side by side on the local stack"
+    )
+    from mnist_lambda.bench import add_arguments as bench_arguments
+
+    bench_arguments(bench)
+    bench.set_defaults(func=_bench)
 
     serve = sub.add_parser(
         "serve", add_help=False, help="the local stack: S3 + Lambda emulator + API Gateway front"

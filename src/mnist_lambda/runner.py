@@ -160,16 +160,22 @@ def run(
             output = run_dir / step.notebook
             started = time.perf_counter()
             print(f"[{step.name}] {step.notebook} -> {output}", file=sys.stderr, flush=True)
+            # papermill rewrites its output after every cell, in place: it runs into a partial
+            # file beside the output, renamed over it once the notebook has finished (or failed
+            # in a cell), so the run folder never holds a half-written notebook.
+            partial = output.with_name(f".{output.stem}.partial.ipynb")
             try:
                 pm.execute_notebook(
                     str(paths.notebooks_dir() / step.notebook),
-                    str(output),
+                    str(partial),
                     parameters=plans[step.name],
                     kernel_name=kernel,
                     cwd=str(paths.notebooks_dir()),
                     progress_bar=progress,
                 )
+                partial.replace(output)
             except pm.PapermillExecutionError as exc:
+                partial.replace(output)
                 executed.append(output)
                 result.status = "failed"
                 result.error = (

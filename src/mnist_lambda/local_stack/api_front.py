@@ -8,6 +8,7 @@ back. API Gateway's own answers are reproduced:
 condition                                              code  body
 =====================================================  ====  ====================================
 no such resource/method (REST APIs)                    403   Missing Authentication Token
+body fails the method's request validator (OpenAPI)    400   Invalid request body
 request body over 10 MB (checked before reading)       413   Request Too Long
 event over Lambda's 6 MB invocation limit              413   Request Too Long
 no answer within the integration timeout (29 s)        504   Endpoint request timed out
@@ -16,6 +17,13 @@ Lambda's 6 MB, emulator dead or refusing connections   502   Internal server err
 =====================================================  ====  ====================================
 
 Routes are served as ``/<stage>/<path>`` (as on ``execute-api``) and as ``/<path>``.
+
+Request validation follows the API's OpenAPI definition (``DefinitionBody``, e.g. an
+``AWS::Include`` of ``openapi/predict.yaml``) as API Gateway applies it: when the method's
+``x-amazon-apigateway-request-validator`` (or the document's default) has
+``validateRequestBody``, the body must be JSON matching the ``requestBody`` schema for the
+request's Content-Type (``application/json`` when there is none; a type without a schema is not
+validated), checked with JSON Schema draft 4 before the function is invoked.
 """
 
 from __future__ import annotations
@@ -37,6 +45,8 @@ from email.utils import formatdate
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qsl, unquote, urlsplit
+
+import jsonschema
 
 from mnist_lambda.local_stack import procs
 from mnist_lambda.local_stack.cfn_template import ACCOUNT_ID, Route, StackSpec
@@ -96,7 +106,62 @@ _REMAP_RESPONSE_HEADERS = {
 }
 _DROP_RESPONSE_HEADERS = {"content-length", "keep-alive"}
 
-_ERROR_TYPES = {403: "MissingAuthenticationTokenException", 502: "InternalServerErrorException"}
+_ERROR_TYPES = {
+    400: "BadRequestException",
+    403: "MissingAuthenticationTokenException",
+    502: "InternalServerErrorException",
+}
+
+
+class BodyValidator:
+    """API Gateway's request body validation for one method, from its OpenAPI operation."""
+
+    def __init__(self, definition: Mapping[str, Any], operation: Mapping[str, Any]) -> None:
+        validators = definition.get("x-amazon-apigateway-request-validators") or {}
+        name = operation.get(
+            "x-amazon-apigateway-request-validator",
+            definition.get("x-amazon-apigateway-request-validator"),
+        )
+        settings = (validators.get(name) or {}) if name else {}
+        self.enabled = bool(settings.get("validateRequestBody"))
+        content = (operation.get("requestBody") or {}).get("content") or {}
+        root = {k: v for k, v in definition.items() if k in ("components", "definitions")}
+        self.schemas: dict[str, Any] = {}
+        for media, entry in content.items():
+            schema = (entry or {}).get("schema")
+            if isinstance(schema, dict):
+                self.schemas[media.lower()] = jsonschema.Draft4Validator({**root, **schema})
+
+    def check(self, content_type: str | None, body: bytes) -> bool:
+        """Whether API Gateway would let this body through to the integration."""
+        if not self.enabled:
+            return True
+        validator = self.schemas.get(_media_type(content_type) or "application/json")
+        if validator is None:
+            return True  # no model for this content type: API Gateway does not validate
+        try:
+            data = json.loads(body.decode("utf-8"))
+        except (UnicodeDecodeError, ValueError, RecursionError):
+            return False
+        try:
+            return validator.is_valid(data)
+        except RecursionError:
+            return False
+
+
+def body_validators(spec: StackSpec) -> dict[tuple[str, str, str], BodyValidator]:
+    """(api, METHOD, path) -> validator, for every route whose API has an OpenAPI definition."""
+    found: dict[tuple[str, str, str], BodyValidator] = {}
+    for route in spec.routes:
+        definition = spec.definitions.get(route.api)
+        if not definition:
+            continue
+        item = (definition.get("paths") or {}).get(route.path) or {}
+        method = "x-amazon-apigateway-any-method" if route.method == "ANY" else route.method
+        operation = item.get(method.lower()) or item.get("x-amazon-apigateway-any-method")
+        if isinstance(operation, dict):
+            found[(route.api, route.method, route.path)] = BodyValidator(definition, operation)
+    return found
 
 
 class BadGateway(Exception):
@@ -236,6 +301,7 @@ class ApiFront:
         self.port = port
         self.integration_timeout = integration_timeout
         self.request_limit = request_limit
+        self.validators = body_validators(spec)
         self._server: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
 
@@ -391,6 +457,10 @@ class ApiFront:
         if found is None:
             return gateway_reply(403, "Missing Authentication Token")
         route, stage, params = found
+        validator = self.validators.get((route.api, route.method, route.path))
+        content_type = handler.headers.get("Content-Type")
+        if validator is not None and not validator.check(content_type, body):
+            return gateway_reply(400, "Invalid request body")
         deadline = time.monotonic() + self.integration_timeout
         event = self.build_event(handler, route, stage, params, body, request_id, apigw_id)
         payload = json.dumps(event).encode()

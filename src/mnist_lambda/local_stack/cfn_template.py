@@ -268,6 +268,8 @@ class StackSpec:
     binary_media_types: tuple[str, ...] = ()
     parameters: Mapping[str, Any] = field(default_factory=dict)
     warnings: tuple[str, ...] = ()
+    definitions: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    """API logical id -> its OpenAPI definition (DefinitionBody/DefinitionUri), if it has one."""
 
     @property
     def stages(self) -> tuple[str, ...]:
@@ -307,6 +309,43 @@ def _handler(props: Mapping[str, Any], metadata: Mapping[str, Any], template_dir
     return _dockerfile_cmd(template_dir, metadata) or DEFAULT_HANDLER
 
 
+def api_definition(body: Any, uri: Any, template_dir: Path) -> dict[str, Any] | None:
+    """An API's OpenAPI/Swagger document, as API Gateway would get it (intrinsics unresolved).
+
+    ``DefinitionBody`` inline, or ``Fn::Transform: AWS::Include`` with a local ``Location``, or a
+    local ``DefinitionUri``, both relative to the template (``sam deploy`` uploads those files).
+    An S3 location cannot be read locally: :class:`TemplateError`.
+    """
+    location = uri
+    if isinstance(body, dict):
+        transform = body.get("Fn::Transform")
+        if transform is None:
+            return body
+        if not isinstance(transform, dict) or transform.get("Name") != "AWS::Include":
+            raise TemplateError(f"DefinitionBody: unsupported transform {transform!r}")
+        location = (transform.get("Parameters") or {}).get("Location")
+    elif body is not None:
+        raise TemplateError("DefinitionBody must be a mapping")
+    if location is None:
+        return None
+    if not isinstance(location, str) or location.startswith("s3://"):
+        raise TemplateError(f"API definition {location!r} is not a local file")
+    path = template_dir / location
+    try:
+        definition = load_template_text(path)
+    except (OSError, yaml.YAMLError) as exc:
+        raise TemplateError(f"API definition {path} cannot be read: {exc}") from exc
+    if not isinstance(definition, dict) or not isinstance(definition.get("paths"), dict):
+        raise TemplateError(f"{path}: not an OpenAPI/Swagger document (no paths)")
+    return definition
+
+
+def load_template_text(path: Path) -> Any:
+    """A YAML/JSON file that may use CloudFormation's short-form tags."""
+    with open(path, encoding="utf-8") as fh:
+        return yaml.load(fh, Loader=_CfnLoader)
+
+
 def load_stack_spec(
     template_path: Path | str,
     parameter_overrides: Mapping[str, str] | None = None,
@@ -322,10 +361,15 @@ def load_stack_spec(
     resources: Mapping[str, Any] = template["Resources"]
 
     apis: dict[str, dict[str, Any]] = {}
+    definitions: dict[str, dict[str, Any]] = {}
     for logical_id, res in resources.items():
         if isinstance(res, dict) and res.get("Type") == "AWS::Serverless::Api":
             props = _merge_globals(globals_.get("Api") or {}, res.get("Properties") or {})
+            body, uri = props.pop("DefinitionBody", None), props.pop("DefinitionUri", None)
             apis[logical_id] = resolver.resolve(props)
+            definition = api_definition(body, uri, template_path.parent)
+            if definition is not None:
+                definitions[logical_id] = definition
 
     functions: dict[str, FunctionSpec] = {}
     routes: list[Route] = []
@@ -372,5 +416,6 @@ def load_stack_spec(
         routes=tuple(routes),
         binary_media_types=tuple(dict.fromkeys(binary)),
         parameters=dict(resolver.params),
+        definitions=definitions,
         warnings=tuple(warnings),
     )

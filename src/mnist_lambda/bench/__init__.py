@@ -1,0 +1,52 @@
+"""``mnist-lambda bench``: the tutorial's deployment and ours, side by side, in one run.
+
+Both run under the same local stack (moto S3, the Lambda Runtime Interface Emulator, the API
+Gateway front) on this machine, on the same MNIST rows, with calls alternating A, B, A, B.
+See :mod:`mnist_lambda.bench.run` and ``docs/performance.md``.
+"""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+DEFAULT_DATA = "idx:../shared/data/mnist"
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--quick", action="store_true", help="few repeats, small sizes (for tests)")
+    p.add_argument("--out", help="results folder (default: outputs/bench/<UTC time>)")
+    p.add_argument(
+        "--data",
+        default=DEFAULT_DATA,
+        help=f"data_source for mnist_lambda.data.load_mnist, relative to the repo root "
+        f"(default: {DEFAULT_DATA})",
+    )
+    p.add_argument(
+        "--tutorial-memory-mb",
+        type=int,
+        default=None,
+        help="MemorySize of the tutorial's function (default: 5000, the SAM ML templates')",
+    )
+    p.add_argument("--repeats", type=int, default=None, help="warm calls per size and config")
+    p.add_argument("--no-batch", action="store_true", help="skip the 70,000-row batch part")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress output")
+
+
+def main(args: Any) -> int:
+    import json
+
+    from mnist_lambda.bench import run
+
+    profile = run.Profile.quick() if args.quick else run.Profile.full()
+    if args.repeats:
+        profile.repeats = args.repeats
+    if args.tutorial_memory_mb:
+        profile.tutorial_memory_mb = args.tutorial_memory_mb
+    if args.no_batch:
+        profile.batch_instances = ()
+    results = run.run_bench(profile, out=args.out, data_source=args.data, verbose=not args.quiet)
+    print(json.dumps(results["targets"], indent=2))
+    print(f"results: {results['paths']['results']}")
+    print(f"figure:  {results['paths']['figure']}")
+    return 0

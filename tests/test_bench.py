@@ -1,0 +1,101 @@
+"""``mnist-lambda bench --quick``: both configurations on the local stack, results and figure."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import numpy as np
+import pytest
+
+from mnist_lambda import cli
+from mnist_lambda.bench import run
+
+
+def test_proc_helpers_read_this_process():
+    assert run.vm_hwm_mb(os.getpid()) > 10
+    assert run.vm_hwm_mb(2**31 - 1) is None
+    assert os.getpid() in run.child_pids(os.getppid())
+    assert run.sgemm_gflops(128, 128, 128, repeats=2) > 0
+    facts = run.machine()
+    assert facts["cores"] == os.cpu_count() and facts["cpu_model"]
+
+
+def test_tutorial_handler_stays_out_of_the_shipped_app():
+    from mnist_lambda.paths import project_root
+
+    shipped = project_root() / "lambda_app"
+    assert not any("joblib.load" in p.read_text() for p in shipped.rglob("*.py"))
+    assert run.TUTORIAL_APP.is_file() and shipped not in run.TUTORIAL_APP.parents
+
+
+def test_objects_and_rows():
+    x = np.arange(3 * 784, dtype=np.uint8).reshape(3, 784)
+    assert run.rows_for(x, 7)[6].tolist() == x[0].tolist()
+    assert run.npy_size(x) == 128 + 3 * 784
+    assert len(run.our_object(x)) < run.npy_size(x) + 400
+    assert len(run.tutorial_object(x)) > 8 * 3 * 784
+
+
+@pytest.mark.e2e
+def test_quick_bench_end_to_end(tmp_path):
+    profile = run.Profile.quick()
+    profile.batch_instances = (1, 2)
+    results = run.run_bench(profile, out=tmp_path, verbose=False)
+    saved = json.loads((tmp_path / "results.json").read_text())
+    assert (tmp_path / "latency_vs_rows.png").stat().st_size > 10_000
+    table = (tmp_path / "results.md").read_text()
+    assert "| cold start" in table and "warm latency 1,000 rows" in table
+    s = saved["summary"]
+    for name in ("tutorial", "ours"):
+        assert s[name]["cold_all_cold"] and s[name]["cold_init_ms_p50"] > 0
+        assert 0.8 < s[name]["accuracy"] <= 1.0
+        assert s[name]["peak_mb"] > 30
+        for n in ("500", "1000"):
+            assert s[name]["warm"][n]["latency_ms"]["n"] == profile.repeats
+            assert s[name]["warm"][n]["usd_per_million"]["total"] > 0
+    assert s["tutorial"]["memory_mb"] == run.TUTORIAL_MEMORY_MB
+    assert s["ours"]["memory_mb"] == 1769
+    # structural facts that hold whatever the machine's speed
+    assert saved["targets"]["model_artifact"]["met"]
+    assert saved["targets"]["accuracy"]["met"]
+    assert saved["artifact_bytes"]["tutorial"] > 20 * saved["artifact_bytes"]["ours"]
+    assert saved["flops"]["achieved_gflops"] > 0 and saved["flops"]["sgemm_gflops_2048"] > 0
+    runs = saved["batch"]["runs"]
+    assert [r["instances"] for r in runs] == [1, 2]
+    assert all(r["row_order_preserved"] and r["rows"] == profile.batch_rows for r in runs)
+    assert results["targets"] == saved["targets"]
+
+
+def test_cli_has_the_new_subcommands():
+    parser = cli.build_parser()
+    args = parser.parse_args(["bench", "--quick", "--out", "x"])
+    assert args.quick and args.out == "x" and args.func is not None
+    args = parser.parse_args(["predict-batch", "s3://b/k.npy", "-o", "p.npy", "--url", "u"])
+    assert args.source == "s3://b/k.npy" and args.concurrency == 4
+    for existing in (["run", "--steps", "sample"], ["params"]):
+        assert parser.parse_args(existing).func is not None
+
+
+@pytest.mark.parametrize("n_train", [7, 96, 500, 4001, 8000])
+def test_two_stage_search_finds_the_true_nearest(n_train):
+    """model._nearest (group minima, then candidates) against a full sort of the distances."""
+    from mnist_serving.model import DigitModel
+
+    rng = np.random.default_rng(n_train)
+    train = rng.standard_normal((n_train, 12)).astype(np.float32)
+    model = DigitModel(
+        mean=np.zeros(784, np.float32),
+        components=np.zeros((12, 784), np.float32),
+        train_proj=train,
+        train_labels=rng.integers(0, 10, n_train),
+        classes=np.arange(10),
+        n_neighbors=4,
+    )
+    z = rng.standard_normal((300, 12)).astype(np.float32)
+    idx, d2 = model._nearest(z)
+    full = ((z[:, None, :].astype(np.float64) - train[None, :, :]) ** 2).sum(axis=2)
+    want = np.sort(full, axis=1)[:, :4]
+    got = np.sort(np.take_along_axis(full, idx, axis=1), axis=1)
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-4)
+    np.testing.assert_allclose(np.sort(d2, axis=1), want, rtol=1e-3, atol=1e-3)

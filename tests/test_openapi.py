@@ -1,0 +1,200 @@
+"""openapi/predict.yaml: a valid OpenAPI 3 document, the one the template's API uses, with the
+handler's own limits, every status a caller can see, and the local front applying its request
+validation the way API Gateway does."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import pytest
+import yaml
+from handler_helpers import EVENTS_DIR, load_cfn
+from openapi_spec_validator import validate
+from reliability_helpers import OPENAPI, ROOT, check_documented, load_openapi
+
+from mnist_lambda.local_stack.api_front import REQUEST_LIMIT, BodyValidator, body_validators
+from mnist_lambda.local_stack.cfn_template import TemplateError, api_definition, load_stack_spec
+from mnist_serving import errors, request
+from mnist_serving.responses import error_response
+
+TEMPLATE = ROOT / "template_no_auth.yaml"
+
+
+@pytest.fixture(scope="module")
+def spec() -> dict[str, Any]:
+    return load_openapi()
+
+
+@pytest.fixture(scope="module")
+def operation(spec) -> dict[str, Any]:
+    return spec["paths"]["/predict"]["post"]
+
+
+@pytest.fixture(scope="module")
+def request_schema(spec) -> dict[str, Any]:
+    return spec["components"]["schemas"]["PredictRequest"]
+
+
+def test_is_a_valid_openapi_3_document(spec) -> None:
+    assert spec["openapi"].startswith("3.0")
+    validate(spec)
+
+
+def test_the_template_api_uses_this_file_and_keeps_the_event(spec) -> None:
+    template = load_cfn(TEMPLATE)
+    api = template["Resources"]["MnistApi"]["Properties"]
+    location = api["DefinitionBody"]["Fn::Transform"]["Parameters"]["Location"]
+    assert (TEMPLATE.parent / location).resolve() == OPENAPI
+    stack = load_stack_spec(TEMPLATE)
+    assert stack.definitions["MnistApi"] == yaml.safe_load(OPENAPI.read_text())
+    for route in stack.routes:  # every Events: Api route is in the definition
+        assert route.method.lower() in spec["paths"][route.path]
+    integration = spec["paths"]["/predict"]["post"]["x-amazon-apigateway-integration"]
+    assert integration["type"] == "aws_proxy" and integration["httpMethod"] == "POST"
+    assert "${PredictFunction.Arn}" in integration["uri"]["Fn::Sub"]
+
+
+def test_body_validation_is_on(spec, operation) -> None:
+    name = operation["x-amazon-apigateway-request-validator"]
+    assert spec["x-amazon-apigateway-request-validators"][name] == {
+        "validateRequestBody": True,
+        "validateRequestParameters": False,
+    }
+    assert operation["requestBody"]["required"] is True
+    assert list(operation["requestBody"]["content"]) == ["application/json"]
+
+
+def test_request_schema_has_the_handlers_limits(request_schema) -> None:
+    assert request_schema["type"] == "object"
+    assert request_schema["additionalProperties"] is False
+    optional = {"output_key"}
+    assert set(request_schema["properties"]) >= set(request.FIELDS)
+    assert set(request_schema["properties"]) - set(request.FIELDS) <= optional
+    required = {n for n in request.FIELDS if n not in request._OPTIONAL_FIELDS}
+    assert set(request_schema["required"]) == required == {"bucket", "key"}
+    bucket = request_schema["properties"]["bucket"]
+    assert bucket["pattern"] == f"^{request._BUCKET_RE.pattern}$"
+    assert (bucket["minLength"], bucket["maxLength"]) == (3, 63)
+    key = request_schema["properties"]["key"]
+    assert (key["minLength"], key["maxLength"]) == (1, request.MAX_KEY_BYTES)
+    assert request_schema["properties"]["output_key"] == key | {
+        "description": request_schema["properties"]["output_key"]["description"]
+    }
+
+
+def test_every_status_a_caller_can_see_is_documented(operation) -> None:
+    documented = {int(s) for s in operation["responses"]}
+    function_statuses = {cls.status for cls in _app_errors()}
+    gateway_statuses = {400, 403, 413, 429, 500, 502, 504}
+    assert function_statuses | gateway_statuses | {200} == documented
+    for status, response in operation["responses"].items():
+        assert response["description"]
+        assert set(response["content"]) == {"application/json"}, status
+
+
+def _app_errors() -> list[type[errors.AppError]]:
+    found = [errors.AppError]
+    for cls in found:
+        found += [c for c in cls.__subclasses__() if c not in found]
+    return found
+
+
+@pytest.mark.parametrize("cls", _app_errors(), ids=lambda c: c.__name__)
+def test_function_error_bodies_match_the_schema(cls) -> None:
+    response = error_response(cls(), "req-1")
+    check_documented(response["statusCode"], json.loads(response["body"]))
+
+
+@pytest.mark.parametrize(
+    ("status", "message"),
+    [(400, "Invalid request body"), (403, "Missing Authentication Token"),
+     (413, "Request Too Long"), (429, "Too Many Requests"), (500, "Internal server error"),
+     (502, "Internal server error"), (504, "Endpoint request timed out")],
+)  # fmt: skip
+def test_api_gateway_error_bodies_match_the_schema(status: int, message: str) -> None:
+    check_documented(status, {"message": message})
+
+
+def test_predictions_schema(spec) -> None:
+    validator = jsonschema.Draft4Validator(spec["components"]["schemas"]["Predictions"])
+    assert validator.is_valid([0, 9, 3])
+    assert not validator.is_valid([10]) and not validator.is_valid([-1])
+    assert not validator.is_valid(["1"]) and not validator.is_valid({"0": 1})
+
+
+def test_what_the_handler_accepts_the_schema_accepts(request_schema) -> None:
+    """Every recorded event body: if the handler takes it, API Gateway lets it through."""
+    validator = jsonschema.Draft4Validator(request_schema)
+    events = sorted(EVENTS_DIR.glob("*.json"))
+    assert events
+    for path in events:
+        event = json.loads(path.read_text())
+        try:
+            request.parse_event(event)
+        except errors.AppError:
+            continue
+        body = event["body"]
+        if event.get("isBase64Encoded"):
+            import base64
+
+            body = base64.b64decode(body)
+        assert validator.is_valid(json.loads(body)), path.name
+
+
+# --- the local front applies the same validation ------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def validator() -> BodyValidator:
+    found = body_validators(load_stack_spec(TEMPLATE))
+    assert set(found) == {("MnistApi", "POST", "/predict")}
+    (only,) = found.values()
+    assert only.enabled
+    return only
+
+
+GOOD = b'{"bucket": "my-bucket", "key": "inputs/x.npy"}'
+
+
+@pytest.mark.parametrize(
+    ("content_type", "body", "passes"),
+    [
+        ("application/json", GOOD, True),
+        (None, GOOD, True),
+        ("application/json; charset=utf-8", GOOD, True),
+        ("Application/JSON", b'{"bucket": "my-bucket"}', False),
+        (None, b"", False),
+        (None, b"[]", False),
+        (None, b"not json", False),
+        (None, b'{"bucket": "my-bucket", "key": "k", "x": 1}', False),
+        (None, b'{"bucket": "my-bucket", "key": "k", "output_key": "out/p.json"}', True),
+        (None, b'{"bucket": "my-bucket", "key": "k\\n"}', False),
+        (None, b'{"bucket": "my-bucket\\n", "key": "k"}', False),
+        (None, b'{"bucket": "my-bucket", "key": "/k"}', False),
+        (None, b'{"bucket": "my-bucket", "key": "\xff"}', False),
+        (None, b"[" * 50_000 + b"]" * 50_000, False),
+        # no schema for these types: API Gateway lets them through (the function answers 415)
+        ("text/plain", b"not json", True),
+        ("application/x-www-form-urlencoded", b"a=b", True),
+    ],
+)
+def test_front_validation_follows_api_gateway(validator, content_type, body, passes) -> None:
+    assert validator.check(content_type, body) is passes
+
+
+def test_front_reads_definitions_the_ways_sam_allows(tmp_path: Path) -> None:
+    (tmp_path / "api.yaml").write_text(OPENAPI.read_text())
+    include = {"Fn::Transform": {"Name": "AWS::Include", "Parameters": {"Location": "api.yaml"}}}
+    assert api_definition(include, None, tmp_path)["paths"]
+    assert api_definition(None, "api.yaml", tmp_path)["paths"]
+    inline = {"openapi": "3.0.1", "paths": {}}
+    assert api_definition(inline, None, tmp_path) is inline
+    assert api_definition(None, None, tmp_path) is None
+    with pytest.raises(TemplateError, match="not a local file"):
+        api_definition(None, "s3://bucket/api.yaml", tmp_path)
+    with pytest.raises(TemplateError, match="cannot be read"):
+        api_definition(None, "missing.yaml", tmp_path)
+    assert REQUEST_LIMIT == 10 * 1024 * 1024
