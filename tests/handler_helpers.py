@@ -16,8 +16,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 ROOT = Path(__file__).resolve().parents[1]
 EVENTS_DIR = ROOT / "events"
 LAMBDA_APP = ROOT / "lambda_app"
@@ -155,31 +153,11 @@ def stub_http_server(replies: Mapping[str, StubReply]) -> Iterator[str]:
 # --- CloudFormation --------------------------------------------------------------------------
 
 
-class CfnLoader(yaml.SafeLoader):
-    """A SafeLoader that reads CloudFormation short tags (!Ref, !Sub, !GetAtt, ...) as the
-    long form: ``!Ref X`` -> ``{"Ref": "X"}``, ``!Sub s`` -> ``{"Fn::Sub": "s"}``."""
-
-
-def _cfn_tag(loader: yaml.SafeLoader, tag_suffix: str, node: yaml.Node) -> dict[str, Any]:
-    if isinstance(node, yaml.ScalarNode):
-        value: Any = loader.construct_scalar(node)
-    elif isinstance(node, yaml.SequenceNode):
-        value = loader.construct_sequence(node, deep=True)
-    else:
-        value = loader.construct_mapping(node, deep=True)
-    if tag_suffix == "Ref":
-        return {"Ref": value}
-    if tag_suffix == "GetAtt" and isinstance(value, str):
-        value = value.split(".", 1)
-    return {f"Fn::{tag_suffix}": value}
-
-
-CfnLoader.add_multi_constructor("!", _cfn_tag)
-
-
 def load_cfn(path: Path) -> dict[str, Any]:
-    """Parse a CloudFormation/SAM YAML template, short tags included."""
-    return yaml.load(path.read_text(), Loader=CfnLoader)
+    """Parse a CloudFormation/SAM YAML template, short tags included (the local stack's reader)."""
+    from mnist_lambda.local_stack.cfn_template import load_template
+
+    return load_template(path)
 
 
 # --- Packaging -------------------------------------------------------------------------------

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -99,3 +100,17 @@ def test_two_stage_search_finds_the_true_nearest(n_train):
     got = np.sort(np.take_along_axis(full, idx, axis=1), axis=1)
     np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-4)
     np.testing.assert_allclose(np.sort(d2, axis=1), want, rtol=1e-3, atol=1e-3)
+
+
+def test_update_readme_replaces_only_the_marked_block(tmp_path) -> None:
+    from mnist_lambda.bench import README_BEGIN, README_END, update_readme
+
+    readme = tmp_path / "README.md"
+    readme.write_text(f"intro\n{README_BEGIN}\nold table\n{README_END}\nafter\n")
+    update_readme(readme, "| new |\n")
+    assert readme.read_text() == f"intro\n{README_BEGIN}\n| new |\n{README_END}\nafter\n"
+    (tmp_path / "plain.md").write_text("no markers here")
+    with pytest.raises(ValueError, match="bench:begin"):
+        update_readme(tmp_path / "plain.md", "| t |")
+    project_readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    assert README_BEGIN in project_readme and README_END in project_readme

@@ -8,6 +8,7 @@ See :mod:`mnist_lambda.bench.run` and ``docs/performance.md``.
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 from typing import Any
 
 DEFAULT_DATA = "idx:../shared/data/mnist"
@@ -30,7 +31,28 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--repeats", type=int, default=None, help="warm calls per size and config")
     p.add_argument("--no-batch", action="store_true", help="skip the 70,000-row batch part")
+    p.add_argument(
+        "--readme",
+        action="store_true",
+        help="replace the performance table in README.md with this run's results",
+    )
     p.add_argument("-q", "--quiet", action="store_true", help="no progress output")
+
+
+README_BEGIN = "<!-- bench:begin (written by `mnist-lambda bench --readme`) -->"
+README_END = "<!-- bench:end -->"
+
+
+def update_readme(readme: Path, table_md: str) -> None:
+    """Put ``table_md`` between the bench markers of ``readme`` (atomically)."""
+    from mnist_lambda.record import atomic_write_text
+
+    text = readme.read_text(encoding="utf-8")
+    start, end = text.find(README_BEGIN), text.find(README_END)
+    if start < 0 or end < start:
+        raise ValueError(f"{readme}: no {README_BEGIN!r} ... {README_END!r} block")
+    head = text[: start + len(README_BEGIN)]
+    atomic_write_text(readme, f"{head}\n{table_md.strip()}\n{text[end:]}")
 
 
 def main(args: Any) -> int:
@@ -49,4 +71,10 @@ def main(args: Any) -> int:
     print(json.dumps(results["targets"], indent=2))
     print(f"results: {results['paths']['results']}")
     print(f"figure:  {results['paths']['figure']}")
+    if args.readme:
+        from mnist_lambda.paths import project_root
+
+        readme = project_root() / "README.md"
+        update_readme(readme, Path(results["paths"]["table"]).read_text(encoding="utf-8"))
+        print(f"updated the performance table in {readme}")
     return 0
