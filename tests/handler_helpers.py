@@ -6,6 +6,7 @@ import base64
 import copy
 import http.server
 import json
+import os
 import re
 import socket
 import threading
@@ -151,6 +152,40 @@ def stub_http_server(replies: Mapping[str, StubReply]) -> Iterator[str]:
 
 
 # --- CloudFormation --------------------------------------------------------------------------
+
+
+def fake_aws_env(config_dir: Path, s3_endpoint: str) -> dict[str, str]:
+    """Dummy credentials in us-east-1, S3 at ``s3_endpoint``, no user AWS config, no proxy
+    for loopback: what the handler's tests run with."""
+    return {
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_DEFAULT_REGION": "us-east-1",
+        "AWS_REGION": "us-east-1",
+        "AWS_CONFIG_FILE": str(config_dir / "config"),
+        "AWS_SHARED_CREDENTIALS_FILE": str(config_dir / "credentials"),
+        "AWS_EC2_METADATA_DISABLED": "true",
+        "AWS_ENDPOINT_URL_S3": s3_endpoint,
+        "NO_PROXY": "127.0.0.1,localhost",
+        "no_proxy": "127.0.0.1,localhost",
+    }
+
+
+def no_network_env(home: Path, drop_prefixes: tuple[str, ...] = ("AWS_",)) -> dict[str, str]:
+    """This process's environment without ``drop_prefixes`` variables, ``HOME`` in ``home``,
+    and proxies that lead to a closed port: a tool run with it cannot reach the network."""
+    dead = f"http://127.0.0.1:{closed_port()}"
+    env = {k: v for k, v in os.environ.items() if not k.startswith(drop_prefixes)}
+    env.update(
+        HOME=str(home),
+        HTTP_PROXY=dead,
+        HTTPS_PROXY=dead,
+        http_proxy=dead,
+        https_proxy=dead,
+        NO_PROXY="",
+        no_proxy="",
+    )
+    return env
 
 
 def load_cfn(path: Path) -> dict[str, Any]:

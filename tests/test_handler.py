@@ -31,6 +31,7 @@ from handler_helpers import (
     assert_error,
     closed_port,
     event_body,
+    fake_aws_env,
     load_event,
     stub_http_server,
 )
@@ -67,18 +68,7 @@ def aws_env(monkeypatch: pytest.MonkeyPatch, moto_endpoint: str, no_aws_config) 
     """Dummy credentials, us-east-1, S3 endpoint -> moto; no user AWS config leaks in."""
     for name in ("AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_SECURITY_TOKEN", "AWS_ENDPOINT_URL"):
         monkeypatch.delenv(name, raising=False)
-    env = {
-        "AWS_ACCESS_KEY_ID": "testing",
-        "AWS_SECRET_ACCESS_KEY": "testing",
-        "AWS_DEFAULT_REGION": "us-east-1",
-        "AWS_REGION": "us-east-1",
-        "AWS_CONFIG_FILE": str(no_aws_config / "config"),
-        "AWS_SHARED_CREDENTIALS_FILE": str(no_aws_config / "credentials"),
-        "AWS_EC2_METADATA_DISABLED": "true",
-        "AWS_ENDPOINT_URL_S3": moto_endpoint,
-        "NO_PROXY": "127.0.0.1,localhost",
-        "no_proxy": "127.0.0.1,localhost",
-    }
+    env = fake_aws_env(no_aws_config, moto_endpoint)
     for name, value in env.items():
         monkeypatch.setenv(name, value)
     return moto_endpoint

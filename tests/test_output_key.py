@@ -16,7 +16,7 @@ import boto3
 import numpy as np
 import pytest
 from botocore.config import Config
-from handler_helpers import FakeLambdaContext, api_event, assert_error
+from handler_helpers import FakeLambdaContext, api_event, assert_error, fake_aws_env
 from moto.server import ThreadedMotoServer
 
 from mnist_serving import output
@@ -56,16 +56,7 @@ def make_handler(monkeypatch, moto_endpoint, small_model_path, tmp_path):
     for name in ("AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_ENDPOINT_URL"):
         monkeypatch.delenv(name, raising=False)
     base = {
-        "AWS_ACCESS_KEY_ID": "testing",
-        "AWS_SECRET_ACCESS_KEY": "testing",
-        "AWS_DEFAULT_REGION": "us-east-1",
-        "AWS_REGION": "us-east-1",
-        "AWS_CONFIG_FILE": str(tmp_path / "config"),
-        "AWS_SHARED_CREDENTIALS_FILE": str(tmp_path / "credentials"),
-        "AWS_EC2_METADATA_DISABLED": "true",
-        "AWS_ENDPOINT_URL_S3": moto_endpoint,
-        "NO_PROXY": "127.0.0.1,localhost",
-        "no_proxy": "127.0.0.1,localhost",
+        **fake_aws_env(tmp_path, moto_endpoint),
         "MODEL_PATH": str(small_model_path),
         "ALLOWED_BUCKETS": f"{BUCKET}/, {OTHER}/inputs/",
     }

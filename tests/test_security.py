@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from handler_helpers import ROOT, closed_port, load_cfn
+from handler_helpers import ROOT, load_cfn, no_network_env
 
 CHECKOV = ROOT / ".tools" / "iac-scan" / "bin" / "checkov"
 TEMPLATE = ROOT / "template_no_auth.yaml"
@@ -37,19 +37,8 @@ ACCEPTED_OPENAPI_FINDINGS = {
 
 def checkov_env(tmp_path: Path) -> dict[str, str]:
     """No network: BC_SKIP_MAPPING stops the guideline download, proxies lead nowhere."""
-    dead = f"http://127.0.0.1:{closed_port()}"
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "BC_", "PRISMA_"))}
-    env.update(
-        BC_SKIP_MAPPING="TRUE",
-        CHECKOV_RUN_SCA_PACKAGE_SCAN_V2="false",
-        HOME=str(tmp_path),
-        HTTP_PROXY=dead,
-        HTTPS_PROXY=dead,
-        http_proxy=dead,
-        https_proxy=dead,
-        NO_PROXY="",
-        no_proxy="",
-    )
+    env = no_network_env(tmp_path, drop_prefixes=("AWS_", "BC_", "PRISMA_"))
+    env.update(BC_SKIP_MAPPING="TRUE", CHECKOV_RUN_SCA_PACKAGE_SCAN_V2="false")
     return env
 
 

@@ -3,7 +3,6 @@ mean: least-privilege S3 read, a timeout under API Gateway's, throttling, a work
 
 from __future__ import annotations
 
-import os
 import re
 import subprocess
 import sys
@@ -11,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from handler_helpers import ROOT, closed_port, load_cfn
+from handler_helpers import ROOT, load_cfn, no_network_env
 
 TEMPLATE = ROOT / "template_no_auth.yaml"
 BIN = Path(sys.executable).parent
@@ -32,8 +31,7 @@ def function(template) -> dict[str, Any]:
 
 def offline_env(tmp_path: Path) -> dict[str, str]:
     """Dummy AWS settings, no telemetry, and proxies that lead nowhere: nothing leaves."""
-    dead = f"http://127.0.0.1:{closed_port()}"
-    env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
+    env = no_network_env(tmp_path)
     env.update(
         AWS_DEFAULT_REGION="us-east-1",
         AWS_ACCESS_KEY_ID="testing",
@@ -42,13 +40,6 @@ def offline_env(tmp_path: Path) -> dict[str, str]:
         AWS_SHARED_CREDENTIALS_FILE=str(tmp_path / "credentials"),
         AWS_EC2_METADATA_DISABLED="true",
         SAM_CLI_TELEMETRY="0",
-        HOME=str(tmp_path),
-        HTTP_PROXY=dead,
-        HTTPS_PROXY=dead,
-        http_proxy=dead,
-        https_proxy=dead,
-        NO_PROXY="",
-        no_proxy="",
     )
     return env
 

@@ -54,11 +54,14 @@ def predict(url: str, bucket: str, key: str, timeout: float = 35.0) -> Call:
 
 
 def latency_summary(seconds: list[float]) -> dict[str, float]:
+    """p50, p95, mean, min, max and count of a list of durations."""
     values = np.asarray(seconds, dtype=float)
     return {
         "p50": float(np.percentile(values, 50)),
         "p95": float(np.percentile(values, 95)),
         "mean": float(values.mean()),
+        "min": float(values.min()),
+        "max": float(values.max()),
         "n": int(values.size),
     }
 

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import contextlib
 import io
-import json
 import math
 import os
 import platform
@@ -31,7 +30,7 @@ from typing import Any
 import numpy as np
 import requests
 
-from mnist_lambda import endpoint
+from mnist_lambda import endpoint, record
 from mnist_lambda.paths import project_root
 
 TUTORIAL_APP = Path(__file__).resolve().parent / "tutorial_app" / "app.py"
@@ -319,17 +318,6 @@ def stacks(configs: list[Config], start_kwargs: dict[str, dict[str, Any]]) -> It
                 local_stack.stop(cfg.state_dir)
 
 
-def summarize(values: list[float]) -> dict[str, float]:
-    arr = np.asarray(values, dtype=float)
-    return {
-        "p50": float(np.percentile(arr, 50)),
-        "p95": float(np.percentile(arr, 95)),
-        "min": float(arr.min()),
-        "max": float(arr.max()),
-        "n": int(arr.size),
-    }
-
-
 # --- the run --------------------------------------------------------------------------------
 
 
@@ -469,24 +457,12 @@ def run_bench(
             "figure": str(figure),
             "table": str(out_dir / "results.md"),
         }
-        (out_dir / "results.md").write_text(markdown(results, profile), encoding="utf-8")
-        (out_dir / "results.json").write_text(
-            json.dumps(results, indent=2, default=_json_default) + "\n", encoding="utf-8"
-        )
+        record.atomic_write_text(out_dir / "results.md", markdown(results, profile))
+        record.atomic_write_json(out_dir / "results.json", results)
         say(f"done in {results['bench_seconds']:.0f} s: {out_dir}")
         return results
     finally:
         shutil.rmtree(work, ignore_errors=True)
-
-
-def _json_default(value: Any) -> Any:
-    if isinstance(value, np.generic):
-        return value.item()
-    if isinstance(value, np.ndarray):
-        return value.tolist()
-    if isinstance(value, Path):
-        return str(value)
-    raise TypeError(type(value).__name__)
 
 
 def flops_report(results: dict[str, Any], prep: Prepared, profile: Profile) -> dict[str, Any]:
@@ -610,7 +586,7 @@ def summary(results: dict[str, Any], profile: Profile) -> dict[str, Any]:
             per_size[str(n)] = {
                 "latency_ms": {
                     k: v * 1000 if k != "n" else v
-                    for k, v in summarize([c["seconds"] for c in calls]).items()
+                    for k, v in endpoint.latency_summary([c["seconds"] for c in calls]).items()
                 },
                 "function_ms_p50": fn_s * 1000 if fn_s else None,
                 "usd_per_million": cost,
