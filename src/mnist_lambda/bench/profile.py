@@ -1,0 +1,40 @@
+"""What a benchmark run measures: the two configurations and how much of each to measure."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+TUTORIAL_MEMORY_MB = 5000
+"""The SAM machine-learning quick-start templates (``sam init --app-template
+ml-apigw-scikit-learn`` and siblings) set ``MemorySize: 5000``; the tutorial's container
+deployment starts from one. An assumption, so the cost is also reported at our memory size."""
+A, B = "tutorial", "ours"
+
+
+@dataclass
+class Profile:
+    """How much to measure."""
+
+    name: str
+    sizes: tuple[int, ...]
+    repeats: int
+    cold_repeats: int
+    batch_rows: int
+    batch_instances: tuple[int, ...]
+    max_request: bool
+    batch_repeats: int = 1
+    batch_blas_threads: tuple[int, ...] = (0,)
+    """0: the machine's default BLAS threads per function; 1: one, like one Lambda vCPU."""
+    n_components: int = 40
+    n_neighbors: int = 4
+    test_share: float = 0.2
+    max_samples: int | None = None
+    tutorial_memory_mb: int = TUTORIAL_MEMORY_MB
+
+    @classmethod
+    def full(cls) -> Profile:
+        return cls("full", (1000, 2000, 4000, 10000), 9, 5, 70_000, (1, 2, 4), True, 3, (0, 1))
+
+    @classmethod
+    def quick(cls) -> Profile:
+        return cls("quick", (500, 1000), 2, 1, 6_000, (1, 2), False, max_samples=3000)
