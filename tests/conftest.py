@@ -25,6 +25,18 @@ def _read_idx(path: Path, offset: int) -> np.ndarray:
         return np.frombuffer(fh.read(), dtype=np.uint8, offset=offset)
 
 
+@pytest.fixture(scope="module")
+def moto_endpoint():
+    """A moto S3 server over real HTTP on 127.0.0.1 (free port), one per test module."""
+    from moto.server import ThreadedMotoServer
+
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    yield f"http://{host}:{port}"
+    server.stop()
+
+
 @pytest.fixture(scope="session")
 def mnist_dir() -> Path:
     """Folder with the shared MNIST IDX files (never copied into the repo)."""

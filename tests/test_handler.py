@@ -35,7 +35,6 @@ from handler_helpers import (
     load_event,
     stub_http_server,
 )
-from moto.server import ThreadedMotoServer
 
 from mnist_serving import logs
 from mnist_serving.model import file_sha256, load
@@ -45,16 +44,6 @@ OTHER_BUCKET = "someone-elses-bucket"
 ALLOWED = f"{BUCKET}/inputs/, open-data-bucket"
 
 # --- fixtures --------------------------------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def moto_endpoint() -> Iterator[str]:
-    """A moto S3 over real HTTP on 127.0.0.1, free port, for this module."""
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    yield f"http://{host}:{port}"
-    server.stop()
 
 
 @pytest.fixture(scope="module")

@@ -10,14 +10,12 @@ import importlib
 import io
 import json
 import sys
-from collections.abc import Iterator
 
 import boto3
 import numpy as np
 import pytest
 from botocore.config import Config
 from handler_helpers import FakeLambdaContext, api_event, assert_error, fake_aws_env
-from moto.server import ThreadedMotoServer
 
 from mnist_serving import output
 from mnist_serving.allowlist import AllowList
@@ -25,15 +23,6 @@ from mnist_serving.errors import BadRequest, Forbidden
 
 BUCKET = "mnist-data"
 OTHER = "other-bucket"
-
-
-@pytest.fixture(scope="module")
-def moto_endpoint() -> Iterator[str]:
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    yield f"http://{host}:{port}"
-    server.stop()
 
 
 @pytest.fixture(scope="module")

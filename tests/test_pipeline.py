@@ -30,31 +30,27 @@ def run_cli(*args: str, cwd: Path = ROOT) -> subprocess.CompletedProcess:
     return subprocess.run([*CLI, *args], cwd=cwd, capture_output=True, text=True, timeout=600)
 
 
+def run_pipeline(out: Path, steps: str | None = None, **params: object) -> None:
+    """``mnist-lambda run --out OUT [--steps STEPS] -q -p KEY VALUE ...``; must succeed."""
+    args = ["run", "--out", str(out), "-q", *(["--steps", steps] if steps else [])]
+    for key, value in params.items():
+        args += ["-p", key, str(value)]
+    proc = run_cli(*args)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+
+
 @pytest.fixture(scope="module")
 def trained_run(tmp_path_factory, mnist_dir) -> Path:
     out = tmp_path_factory.mktemp("run") / "run-a"
     model_dir = out.parent / "model"
-    proc = run_cli(
-        "run",
-        "--out",
-        str(out),
-        "--steps",
+    run_pipeline(
+        out,
         "sample,train",
-        "-q",
-        "-p",
-        "data_source",
-        f"idx:{mnist_dir}",
-        "-p",
-        "n_samples",
-        "5000",
-        "-p",
-        "cv_folds",
-        "3",
-        "-p",
-        "model_dir",
-        str(model_dir),
+        data_source=f"idx:{mnist_dir}",
+        n_samples=5000,
+        cv_folds=3,
+        model_dir=model_dir,
     )
-    assert proc.returncode == 0, proc.stderr[-3000:]
     return out
 
 
@@ -105,27 +101,14 @@ def test_manifest_describes_the_artifact(trained_run: Path) -> None:
 def test_same_parameters_give_the_same_model(
     trained_run: Path, tmp_path: Path, mnist_dir: Path, mnist_xy
 ) -> None:
-    proc = run_cli(
-        "run",
-        "--out",
-        str(tmp_path / "again"),
-        "--steps",
+    run_pipeline(
+        tmp_path / "again",
         "sample,train",
-        "-q",
-        "-p",
-        "data_source",
-        f"idx:{mnist_dir}",
-        "-p",
-        "n_samples",
-        "5000",
-        "-p",
-        "cv_folds",
-        "0",
-        "-p",
-        "model_dir",
-        str(tmp_path / "model"),
+        data_source=f"idx:{mnist_dir}",
+        n_samples=5000,
+        cv_folds=0,
+        model_dir=tmp_path / "model",
     )
-    assert proc.returncode == 0, proc.stderr[-3000:]
     first = json.loads((trained_run / "metrics.json").read_text())["serving"]["sha256"]
     second = json.loads((tmp_path / "again" / "metrics.json").read_text())["serving"]["sha256"]
     assert first == second
@@ -190,31 +173,15 @@ def test_notebooks_are_committed_clean_and_parameterised() -> None:
 def full_run(tmp_path_factory, mnist_dir) -> Path:
     """All five notebooks on the real local stack (moto S3, Lambda emulator, API front)."""
     out = tmp_path_factory.mktemp("full") / "run-full"
-    proc = run_cli(
-        "run",
-        "--out",
-        str(out),
-        "-q",
-        "-p",
-        "data_source",
-        f"idx:{mnist_dir}",
-        "-p",
-        "n_samples",
-        "3000",
-        "-p",
-        "cv_folds",
-        "2",
-        "-p",
-        "model_dir",
-        str(out.parent / "model"),
-        "-p",
-        "bucket",
-        "e2e-bucket",
-        "-p",
-        "warm_requests",
-        "5",
+    run_pipeline(
+        out,
+        data_source=f"idx:{mnist_dir}",
+        n_samples=3000,
+        cv_folds=2,
+        model_dir=out.parent / "model",
+        bucket="e2e-bucket",
+        warm_requests=5,
     )
-    assert proc.returncode == 0, proc.stderr[-4000:]
     return out
 
 

@@ -5,18 +5,13 @@ from __future__ import annotations
 import boto3
 import numpy as np
 import pytest
-from moto.server import ThreadedMotoServer
 
 from mnist_lambda import aws_deploy, endpoint, s3_data
 
 
 @pytest.fixture(scope="module")
-def s3_url():
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    yield f"http://{host}:{port}"
-    server.stop()
+def s3_url(moto_endpoint: str) -> str:
+    return moto_endpoint
 
 
 def client(url: str, region: str = "us-east-1"):
