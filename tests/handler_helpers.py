@@ -171,6 +171,25 @@ def fake_aws_env(config_dir: Path, s3_endpoint: str) -> dict[str, str]:
     }
 
 
+def moto_client(endpoint: str, *buckets: str) -> Any:
+    """A test-side S3 client on moto (explicit settings, no env, one attempt) with ``buckets``
+    created."""
+    import boto3
+    from botocore.config import Config
+
+    client = boto3.client(
+        "s3",
+        endpoint_url=endpoint,
+        region_name="us-east-1",
+        aws_access_key_id="testing",
+        aws_secret_access_key="testing",
+        config=Config(retries={"max_attempts": 1}, proxies={}),
+    )
+    for bucket in buckets:
+        client.create_bucket(Bucket=bucket)
+    return client
+
+
 def no_network_env(home: Path, drop_prefixes: tuple[str, ...] = ("AWS_",)) -> dict[str, str]:
     """This process's environment without ``drop_prefixes`` variables, ``HOME`` in ``home``,
     and proxies that lead to a closed port: a tool run with it cannot reach the network."""

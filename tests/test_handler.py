@@ -17,10 +17,8 @@ import sys
 import zipfile
 from collections.abc import Iterator
 
-import boto3
 import numpy as np
 import pytest
-from botocore.config import Config
 from handler_helpers import (
     EVENTS_DIR,
     LAMBDA_APP,
@@ -33,6 +31,7 @@ from handler_helpers import (
     event_body,
     fake_aws_env,
     load_event,
+    moto_client,
     stub_http_server,
 )
 
@@ -66,16 +65,7 @@ def aws_env(monkeypatch: pytest.MonkeyPatch, moto_endpoint: str, no_aws_config) 
 @pytest.fixture(scope="module")
 def s3(moto_endpoint: str):
     """A test-side S3 client on moto (explicit settings, no env), with the test buckets."""
-    client = boto3.client(
-        "s3",
-        endpoint_url=moto_endpoint,
-        region_name="us-east-1",
-        aws_access_key_id="testing",
-        aws_secret_access_key="testing",
-        config=Config(retries={"max_attempts": 1}, proxies={}),
-    )
-    for bucket in (BUCKET, OTHER_BUCKET, "open-data-bucket"):
-        client.create_bucket(Bucket=bucket)
+    client = moto_client(moto_endpoint, BUCKET, OTHER_BUCKET, "open-data-bucket")
     return client
 
 

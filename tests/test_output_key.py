@@ -11,11 +11,9 @@ import io
 import json
 import sys
 
-import boto3
 import numpy as np
 import pytest
-from botocore.config import Config
-from handler_helpers import FakeLambdaContext, api_event, assert_error, fake_aws_env
+from handler_helpers import FakeLambdaContext, api_event, assert_error, fake_aws_env, moto_client
 
 from mnist_serving import output
 from mnist_serving.allowlist import AllowList
@@ -27,17 +25,7 @@ OTHER = "other-bucket"
 
 @pytest.fixture(scope="module")
 def s3(moto_endpoint):
-    client = boto3.client(
-        "s3",
-        endpoint_url=moto_endpoint,
-        region_name="us-east-1",
-        aws_access_key_id="testing",
-        aws_secret_access_key="testing",
-        config=Config(retries={"max_attempts": 1}, proxies={}),
-    )
-    for bucket in (BUCKET, OTHER):
-        client.create_bucket(Bucket=bucket)
-    return client
+    return moto_client(moto_endpoint, BUCKET, OTHER)
 
 
 @pytest.fixture
