@@ -17,8 +17,8 @@ from typing import Any
 
 import yaml
 
-DEFAULT_TIMEOUT_S = 3  # SAM's default function Timeout
-DEFAULT_MEMORY_MB = 128  # SAM's default MemorySize
+from mnist_lambda.aws_limits import DEFAULT_MEMORY_MB, DEFAULT_TIMEOUT_S, EPHEMERAL_STORAGE_MB
+
 IMPLICIT_API = "ServerlessRestApi"
 IMPLICIT_STAGE = "Prod"  # the stage SAM gives the implicit API
 DEFAULT_HANDLER = "lambda_predict.lambda_handler"
@@ -223,6 +223,10 @@ class FunctionSpec:
     memory_size: int = DEFAULT_MEMORY_MB
     environment: Mapping[str, str] = field(default_factory=dict)
     package_type: str = "Zip"
+    ephemeral_storage_mb: int = EPHEMERAL_STORAGE_MB
+    policies: tuple[Mapping[str, Any], ...] = ()
+    """Inline policy documents of ``Policies`` (SAM policy templates and ARNs are not read)."""
+    reserved_concurrency: int | None = None
 
 
 @dataclass(frozen=True)
@@ -260,6 +264,14 @@ class Route:
 
 
 @dataclass(frozen=True)
+class Throttle:
+    """A stage's ``MethodSettings`` throttle: steady rate (requests/s) and burst (bucket size)."""
+
+    rate_limit: float
+    burst_limit: int
+
+
+@dataclass(frozen=True)
 class StackSpec:
     """Functions and routes found in a template, intrinsics resolved."""
 
@@ -270,6 +282,8 @@ class StackSpec:
     warnings: tuple[str, ...] = ()
     definitions: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
     """API logical id -> its OpenAPI definition (DefinitionBody/DefinitionUri), if it has one."""
+    throttling: Mapping[str, Throttle] = field(default_factory=dict)
+    """API logical id -> its stage-wide throttle (``ResourcePath: /*``, ``HttpMethod: *``)."""
 
     @property
     def stages(self) -> tuple[str, ...]:
@@ -362,11 +376,19 @@ def load_stack_spec(
 
     apis: dict[str, dict[str, Any]] = {}
     definitions: dict[str, dict[str, Any]] = {}
+    throttling: dict[str, Throttle] = {}
     for logical_id, res in resources.items():
         if isinstance(res, dict) and res.get("Type") == "AWS::Serverless::Api":
             props = _merge_globals(globals_.get("Api") or {}, res.get("Properties") or {})
             body, uri = props.pop("DefinitionBody", None), props.pop("DefinitionUri", None)
             apis[logical_id] = resolver.resolve(props)
+            for setting in apis[logical_id].get("MethodSettings") or []:
+                stage_wide = (setting.get("ResourcePath", "/*"), setting.get("HttpMethod", "*"))
+                if stage_wide == ("/*", "*") and "ThrottlingRateLimit" in setting:
+                    throttling[logical_id] = Throttle(
+                        float(setting["ThrottlingRateLimit"]),
+                        int(setting.get("ThrottlingBurstLimit", 5000)),
+                    )
             definition = api_definition(body, uri, template_path.parent)
             if definition is not None:
                 definitions[logical_id] = definition
@@ -390,6 +412,15 @@ def load_stack_spec(
             memory_size=int(props.get("MemorySize", DEFAULT_MEMORY_MB)),
             environment={str(k): _scalar_str(v) for k, v in env.items()},
             package_type=str(props.get("PackageType", "Zip")),
+            ephemeral_storage_mb=int(
+                (props.get("EphemeralStorage") or {}).get("Size", EPHEMERAL_STORAGE_MB)
+            ),
+            policies=tuple(p for p in props.get("Policies") or [] if isinstance(p, dict)),
+            reserved_concurrency=(
+                int(props["ReservedConcurrentExecutions"])
+                if "ReservedConcurrentExecutions" in props
+                else None
+            ),
         )
         for event_id, event in events.items():
             etype = (event or {}).get("Type")
@@ -417,5 +448,6 @@ def load_stack_spec(
         binary_media_types=tuple(dict.fromkeys(binary)),
         parameters=dict(resolver.params),
         definitions=definitions,
+        throttling=throttling,
         warnings=tuple(warnings),
     )
