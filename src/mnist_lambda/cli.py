@@ -125,7 +125,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv[:1] == ["serve"]:
-        from mnist_lambda.local_stack import serve_main
+        from mnist_lambda.local_stack.supervisor import serve_main
 
         return serve_main(argv[1:])
     args = build_parser().parse_args(argv)

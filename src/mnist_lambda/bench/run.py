@@ -27,6 +27,7 @@ import numpy as np
 import requests
 
 from mnist_lambda import record
+from mnist_lambda.batch import NPY_HEADER_BYTES
 from mnist_lambda.bench.probes import (  # noqa: F401  (re-exported for callers and tests)
     child_pids,
     function_peak_mb,
@@ -37,6 +38,7 @@ from mnist_lambda.bench.probes import (  # noqa: F401  (re-exported for callers 
 from mnist_lambda.bench.profile import TUTORIAL_MEMORY_MB, A, B, Profile  # noqa: F401
 from mnist_lambda.bench.report import make_figure, markdown, summary, targets
 from mnist_lambda.paths import project_root
+from mnist_serving.schema import N_PIXELS
 
 # --- data, models and objects -------------------------------------------------------------
 
@@ -86,7 +88,8 @@ def prepare(profile: Profile, data_source: str, work: Path) -> Prepared:
     )
     fit = {"tutorial": time.perf_counter() - start}
     joblib.dump(knn, tutorial_model)
-    shutil.copy(TUTORIAL_APP, tutorial_model.parent / "app.py")
+    for name in ("app.py", "requirements.txt"):  # its own image-like task root
+        shutil.copy(TUTORIAL_APP.with_name(name), tutorial_model.parent / name)
     our_model = work / "model" / "model.npz"
     start = time.perf_counter()
     training.train_serving(
@@ -309,8 +312,11 @@ def run_bench(
             peak = {cfg.name: function_peak_mb(cfg.state_dir) for cfg in configs}
             max_request = None
             if profile.max_request:
-                rows = (50 * 1024 * 1024 - 128) // 784
-                say(f"our largest supported request: {rows:,} rows (50 MiB of .npy)")
+                from mnist_lambda.local_stack.cfn_template import function_settings
+
+                limit = function_settings().max_object_bytes  # the template's MaxObjectBytes
+                rows = (limit - NPY_HEADER_BYTES) // N_PIXELS
+                say(f"our largest supported request: {rows:,} rows ({limit:,} bytes of .npy)")
                 ours.upload("max", rows_for(prep.x_test, rows))
                 call = ours.call("max", session)
                 call.pop("labels")

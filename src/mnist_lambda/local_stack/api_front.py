@@ -1,22 +1,27 @@
 """An API Gateway REST API in front of the emulated function (Lambda proxy integration).
 
-Each HTTP request becomes a REST API (payload v1.0) proxy event, is invoked through a
-:class:`~mnist_lambda.local_stack.lambda_emulator.FunctionPool`, and the proxy result is mapped
-back. API Gateway's own answers are reproduced:
+A werkzeug WSGI app: each HTTP request becomes a REST API (payload v1.0) proxy event, is invoked
+through a :class:`~mnist_lambda.local_stack.lambda_emulator.FunctionPool`, and the proxy result
+is mapped back. API Gateway's own answers are reproduced:
 
 =====================================================  ====  ====================================
 condition                                              code  body
 =====================================================  ====  ====================================
 no such resource/method (REST APIs)                    403   Missing Authentication Token
+over the stage's throttle (token bucket: rate, burst)  429   Too Many Requests
 body fails the method's request validator (OpenAPI)    400   Invalid request body
-request body over 10 MB (checked before reading)       413   Request Too Long
+request body over 10 MB (declared: before reading)     413   Request Too Long
 event over Lambda's 6 MB invocation limit              413   Request Too Long
 no answer within the integration timeout (29 s)        504   Endpoint request timed out
 function error, malformed proxy result, response over
 Lambda's 6 MB, emulator dead or refusing connections   502   Internal server error
 =====================================================  ====  ====================================
 
-Routes are served as ``/<stage>/<path>`` (as on ``execute-api``) and as ``/<path>``.
+Checked in that order: declared size, route, throttle, body (read up to the limit), validator,
+event size, invocation. The throttle is the stage's ``MethodSettings`` (``spec.throttling``): a
+token bucket of ``burst`` tokens refilled at ``rate`` per second; a stage without one is not
+throttled. Routes are served as ``/<stage>/<path>`` (as on ``execute-api``) and as ``/<path>``.
+werkzeug's server closes the connection after each response (no keep-alive).
 
 Request validation follows the API's OpenAPI definition (``DefinitionBody``, e.g. an
 ``AWS::Include`` of ``openapi/predict.yaml``) as API Gateway applies it: when the method's
@@ -30,7 +35,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import contextlib
 import dataclasses
 import hashlib
 import json
@@ -39,76 +43,50 @@ import os
 import threading
 import time
 import uuid
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from email.utils import formatdate
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
-from urllib.parse import parse_qsl, unquote, urlsplit
+from typing import TYPE_CHECKING, Any
+from urllib.parse import unquote, urlsplit
 
 import jsonschema
+from werkzeug.exceptions import BadRequest, RequestEntityTooLarge
+from werkzeug.serving import BaseWSGIServer, WSGIRequestHandler, make_server
+from werkzeug.wrappers import Request, Response
 
-from mnist_lambda.local_stack import procs
-from mnist_lambda.local_stack.cfn_template import ACCOUNT_ID, Route, StackSpec
-from mnist_lambda.local_stack.lambda_emulator import (
-    LAMBDA_REQUEST_LIMIT,
-    FunctionPool,
-    GatewayTimeout,
-    InvokeResult,
+from mnist_lambda.aws_limits import (
+    API_GATEWAY_PAYLOAD_BYTES,
+    API_GATEWAY_TIMEOUT_S,
+    LAMBDA_REQUEST_BYTES,
 )
+from mnist_lambda.local_stack import procs
+from mnist_lambda.local_stack.cfn_template import ACCOUNT_ID, Route, StackSpec, Throttle
+from mnist_lambda.local_stack.lambda_emulator import FunctionPool, GatewayTimeout, InvokeResult
+
+if TYPE_CHECKING:
+    from _typeshed.wsgi import StartResponse, WSGIEnvironment
 
 log = logging.getLogger("mnist_lambda.local_stack.api")
 
-REQUEST_LIMIT = 10 * 1024 * 1024  # API Gateway REST API payload quota (10 MB)
-INTEGRATION_TIMEOUT_S = 29.0  # API Gateway's default (and until 2024 maximum) timeout
-DRAIN_LIMIT = 64 * 1024 * 1024  # read and drop at most this much of a refused body
-
+# fmt: off
 _PROXY_RESULT_KEYS = {"statusCode", "headers", "multiValueHeaders", "body", "isBase64Encoded"}
-_TEXT_SUBTYPES = {
-    "json",
-    "xml",
-    "javascript",
-    "x-www-form-urlencoded",
-    "graphql",
-    "yaml",
-    "x-yaml",
-    "csv",
-    "html",
-    "x-ndjson",
-}
+_TEXT_SUBTYPES = {"json", "xml", "javascript", "x-www-form-urlencoded", "graphql", "yaml",
+                  "x-yaml", "csv", "html", "x-ndjson"}
 # request headers API Gateway does not pass to the integration
-_DROP_REQUEST_HEADERS = {
-    "connection",
-    "keep-alive",
-    "transfer-encoding",
-    "expect",
-    "te",
-    "upgrade",
-    "proxy-connection",
-}
+_DROP_REQUEST_HEADERS = {"connection", "keep-alive", "transfer-encoding", "expect", "te",
+                         "upgrade", "proxy-connection"}
 # response headers API Gateway renames to x-amzn-Remapped-<name>, or drops
-_REMAP_RESPONSE_HEADERS = {
-    "authorization",
-    "connection",
-    "content-md5",
-    "date",
-    "expect",
-    "host",
-    "max-forwards",
-    "proxy-authenticate",
-    "server",
-    "te",
-    "trailer",
-    "transfer-encoding",
-    "upgrade",
-    "user-agent",
-    "www-authenticate",
-}
+_REMAP_RESPONSE_HEADERS = {"authorization", "connection", "content-md5", "date", "expect", "host",
+                           "max-forwards", "proxy-authenticate", "server", "te", "trailer",
+                           "transfer-encoding", "upgrade", "user-agent", "www-authenticate"}
 _DROP_RESPONSE_HEADERS = {"content-length", "keep-alive"}
-
+_IDENTITY_UNSET = ("cognitoIdentityPoolId", "accountId", "cognitoIdentityId", "caller",
+                   "principalOrgId", "accessKey", "cognitoAuthenticationType",
+                   "cognitoAuthenticationProvider", "userArn", "user")
+# fmt: on
 _ERROR_TYPES = {
     400: "BadRequestException",
     403: "MissingAuthenticationTokenException",
+    429: "TooManyRequestsException",
     502: "InternalServerErrorException",
 }
 
@@ -140,12 +118,8 @@ class BodyValidator:
         if validator is None:
             return True  # no model for this content type: API Gateway does not validate
         try:
-            data = json.loads(body.decode("utf-8"))
+            return validator.is_valid(json.loads(body.decode("utf-8")))
         except (UnicodeDecodeError, ValueError, RecursionError):
-            return False
-        try:
-            return validator.is_valid(data)
-        except RecursionError:
             return False
 
 
@@ -162,6 +136,26 @@ def body_validators(spec: StackSpec) -> dict[tuple[str, str, str], BodyValidator
         if isinstance(operation, dict):
             found[(route.api, route.method, route.path)] = BodyValidator(definition, operation)
     return found
+
+
+class TokenBucket:
+    """A stage throttle as API Gateway applies it: ``burst`` tokens, refilled at ``rate``/s."""
+
+    def __init__(self, throttle: Throttle) -> None:
+        self.rate, self.capacity = throttle.rate_limit, float(throttle.burst_limit)
+        self.tokens, self.stamp = self.capacity, time.monotonic()
+        self._lock = threading.Lock()
+
+    def take(self) -> bool:
+        """Spend one token if there is one."""
+        with self._lock:
+            now = time.monotonic()
+            self.tokens = min(self.capacity, self.tokens + (now - self.stamp) * self.rate)
+            self.stamp = now
+            if self.tokens < 1:
+                return False
+            self.tokens -= 1
+            return True
 
 
 class BadGateway(Exception):
@@ -196,22 +190,14 @@ def is_text(content_type: str | None, binary_media_types: tuple[str, ...] = ()) 
     media = _media_type(content_type)
     for pattern in binary_media_types:
         pattern = pattern.replace("~1", "/").lower()
-        if pattern == "*/*" or pattern == media:
-            return False
-        if pattern.endswith("/*") and media.startswith(pattern[:-1]):
+        if pattern in ("*/*", media) or (
+            pattern.endswith("/*") and media.startswith(pattern[:-1])
+        ):
             return False
     if not media:
         return True  # no type: text if it decodes as UTF-8
     main, _, sub = media.partition("/")
     return main == "text" or sub in _TEXT_SUBTYPES or sub.endswith(("+json", "+xml"))
-
-
-def _apigw_id() -> str:
-    return base64.b64encode(os.urandom(12)).decode().replace("/", "_").replace("+", "-")
-
-
-def _trace_id() -> str:
-    return f"Root=1-{int(time.time()):08x}-{os.urandom(12).hex()}"
 
 
 def map_proxy_result(result: InvokeResult) -> Reply:
@@ -229,13 +215,10 @@ def map_proxy_result(result: InvokeResult) -> Reply:
     except (UnicodeDecodeError, ValueError) as exc:
         raise BadGateway(f"function response is not JSON: {result.body[:200]!r}") from exc
     if isinstance(payload, dict) and "errorType" in payload and "statusCode" not in payload:
-        raise BadGateway(
-            f"function error {payload.get('errorType')}: {payload.get('errorMessage')}"
-        )
+        raise BadGateway(f"function error {payload['errorType']}: {payload.get('errorMessage')}")
     if not isinstance(payload, dict):
         raise BadGateway("malformed Lambda proxy response: not a JSON object")
-    extra = set(payload) - _PROXY_RESULT_KEYS
-    if extra:
+    if extra := set(payload) - _PROXY_RESULT_KEYS:
         raise BadGateway(f"malformed Lambda proxy response: unexpected keys {sorted(extra)}")
     status = payload.get("statusCode")
     if isinstance(status, str) and status.isdigit():
@@ -245,33 +228,30 @@ def map_proxy_result(result: InvokeResult) -> Reply:
     body = payload.get("body")
     if body is not None and not isinstance(body, str):
         raise BadGateway("malformed Lambda proxy response: body is not a string")
-    if payload.get("isBase64Encoded"):
-        try:
-            data = base64.b64decode(body or "", validate=True)
-        except (binascii.Error, ValueError) as exc:
-            raise BadGateway("malformed Lambda proxy response: bad base64 body") from exc
-    else:
-        data = (body or "").encode("utf-8")
-    multi = payload.get("multiValueHeaders") or {}
-    single = payload.get("headers") or {}
+    try:
+        b64 = payload.get("isBase64Encoded")
+        data = base64.b64decode(body or "", validate=True) if b64 else (body or "").encode()
+    except (binascii.Error, ValueError) as exc:
+        raise BadGateway("malformed Lambda proxy response: bad base64 body") from exc
+    multi, single = payload.get("multiValueHeaders") or {}, payload.get("headers") or {}
     if not isinstance(multi, dict) or not isinstance(single, dict):
         raise BadGateway("malformed Lambda proxy response: headers must be objects")
-    merged: dict[str, list[str]] = {}
+    merged: dict[str, list[str]] = {}  # multiValueHeaders win, as in API Gateway
     for name, values in multi.items():
         if not isinstance(values, list):
             raise BadGateway("malformed Lambda proxy response: multiValueHeaders values")
         merged[str(name)] = [_header_value(v) for v in values]
-    for name, value in single.items():
-        if str(name).lower() not in {k.lower() for k in merged}:
-            merged[str(name)] = [_header_value(value)]
+    known = {k.lower() for k in merged}
+    merged.update(
+        {str(k): [_header_value(v)] for k, v in single.items() if k.lower() not in known}
+    )
     headers: list[tuple[str, str]] = []
     for name, values in merged.items():
         low = name.lower()
-        if low in _DROP_RESPONSE_HEADERS:
-            continue
-        out_name = f"x-amzn-Remapped-{name}" if low in _REMAP_RESPONSE_HEADERS else name
-        headers.extend((out_name, v) for v in values)
-    if not any(k.lower() == "content-type" for k, _ in headers):
+        if low not in _DROP_RESPONSE_HEADERS:
+            out = f"x-amzn-Remapped-{name}" if low in _REMAP_RESPONSE_HEADERS else name
+            headers.extend((out, v) for v in values)
+    if "content-type" not in {k.lower() for k, _ in headers}:
         headers.append(("Content-Type", "application/json"))
     return Reply(status, headers, data, result.instance)
 
@@ -281,7 +261,52 @@ def _header_value(value: Any) -> str:
         raise BadGateway("malformed Lambda proxy response: header value is not a scalar")
     if isinstance(value, bool):
         return "true" if value else "false"
-    return "" if value is None else str(value)
+    text = "" if value is None else str(value)
+    if "\r" in text or "\n" in text:
+        raise BadGateway("malformed Lambda proxy response: newline in a header value")
+    return text
+
+
+def _emulator_headers(result: InvokeResult) -> list[tuple[str, str]]:
+    """The emulator's own numbers (not API Gateway headers): instance, cold start, durations."""
+    headers = [
+        ("X-Lambda-Emulator-Instance", result.instance),
+        ("X-Lambda-Emulator-Cold-Start", "true" if result.cold else "false"),
+    ]
+    if result.init_ms is not None:
+        headers.append(("X-Lambda-Emulator-Init-Duration-Ms", f"{result.init_ms:.2f}"))
+    if result.duration_ms is not None:
+        headers.append(("X-Lambda-Emulator-Duration-Ms", f"{result.duration_ms:.2f}"))
+    return headers
+
+
+def _declared_length(value: str | None) -> int:
+    """A Content-Length header as a number: 0 when absent, -1 when malformed."""
+    value = (value or "0").strip()
+    return int(value) if value.isascii() and value.isdigit() else -1
+
+
+class _Handler(WSGIRequestHandler):
+    timeout = 120  # a silent client is dropped after this
+
+    def handle_expect_100(self) -> bool:
+        # werkzeug's run_wsgi sends the "100 Continue"; none if the size is refused (413)
+        declared = _declared_length(self.headers.get("Content-Length"))
+        if not 0 <= declared <= API_GATEWAY_PAYLOAD_BYTES:
+            del self.headers["Expect"]
+        return True
+
+    def send_response(self, code: int, message: str | None = None) -> None:
+        self.send_response_only(code, message)  # no Server header, as on API Gateway
+        self.send_header("Date", self.date_time_string())
+
+    def make_environ(self) -> WSGIEnvironment:
+        environ = super().make_environ()
+        environ["apigw.headers"] = self.headers.items()  # the client's names, case and repeats
+        return environ
+
+    def log(self, type: str, message: str, *args: Any) -> None:
+        log.debug("%s - %s", self.address_string(), message % args)
 
 
 class ApiFront:
@@ -293,16 +318,13 @@ class ApiFront:
         pools: Mapping[str, FunctionPool],
         *,
         port: int = 0,
-        integration_timeout: float = INTEGRATION_TIMEOUT_S,
-        request_limit: int = REQUEST_LIMIT,
+        integration_timeout: float = API_GATEWAY_TIMEOUT_S,
     ) -> None:
-        self.spec = spec
-        self.pools = pools
-        self.port = port
+        self.spec, self.pools, self.port = spec, pools, port
         self.integration_timeout = integration_timeout
-        self.request_limit = request_limit
         self.validators = body_validators(spec)
-        self._server: ThreadingHTTPServer | None = None
+        self.buckets = {api: TokenBucket(t) for api, t in spec.throttling.items()}
+        self._server: BaseWSGIServer | None = None
         self._thread: threading.Thread | None = None
 
     @property
@@ -315,14 +337,15 @@ class ApiFront:
 
     def start(self) -> None:
         """Bind 127.0.0.1:port (0: a free port) and serve in a background thread."""
-        handler = type("_BoundHandler", (_Handler,), {"front": self})
-        self._server = _Server((procs.HOST, self.port), handler)
-        self.port = int(self._server.server_address[1])
+        try:
+            server = make_server(
+                procs.HOST, self.port, self, threaded=True, request_handler=_Handler
+            )
+        except SystemExit as exc:  # werkzeug exits when it cannot bind
+            raise OSError(f"API front cannot listen on {procs.HOST}:{self.port}") from exc
+        self._server, self.port = server, server.port
         self._thread = threading.Thread(
-            target=self._server.serve_forever,
-            kwargs={"poll_interval": 0.2},
-            daemon=True,
-            name="api-front",
+            target=server.serve_forever, args=(0.2,), daemon=True, name="api-front"
         )
         self._thread.start()
         log.info("API front listening on %s (stages: %s)", self.url, ", ".join(self.spec.stages))
@@ -338,26 +361,22 @@ class ApiFront:
 
     def find_route(self, path: str, method: str) -> tuple[Route, str, dict[str, str]] | None:
         """(route, stage, path parameters) for a request path, with or without the stage."""
-        candidates: list[tuple[str | None, str]] = []
-        for stage in self.spec.stages:
-            prefix = f"/{stage}"
-            if path == prefix or path.startswith(prefix + "/"):
-                candidates.append((stage, path[len(prefix) :] or "/"))
-        candidates.append((None, path))
-        for stage, rest in candidates:
+        candidates: list[tuple[str | None, str]] = [
+            (stage, path[len(stage) + 1 :] or "/")
+            for stage in self.spec.stages
+            if path == f"/{stage}" or path.startswith(f"/{stage}/")
+        ]
+        for stage, rest in [*candidates, (None, path)]:
             for route in self.spec.routes:
-                if stage is not None and route.stage != stage:
-                    continue
-                if route.method not in (method, "ANY"):
-                    continue
-                params = route.match(rest)
-                if params is not None:
-                    return route, route.stage, params
+                if stage in (None, route.stage) and route.method in (method, "ANY"):
+                    params = route.match(rest)
+                    if params is not None:
+                        return route, route.stage, params
         return None
 
     def build_event(
         self,
-        handler: _Handler,
+        request: Request,
         route: Route,
         stage: str,
         path_params: dict[str, str],
@@ -366,38 +385,24 @@ class ApiFront:
         apigw_id: str,
     ) -> dict[str, Any]:
         """The REST API (payload format 1.0) Lambda proxy event for one request."""
-        split = urlsplit(handler.path)
-        raw_path = split.path
+        raw_path = urlsplit(request.environ["RAW_URI"]).path
         path = unquote(raw_path)
         if path.startswith(f"/{stage}/"):
             path = path[len(stage) + 1 :]
-        headers: dict[str, str] = {}
         multi: dict[str, list[str]] = {}
-        names: dict[str, str] = {}
-        for name, value in handler.headers.items():
-            if name.lower() in _DROP_REQUEST_HEADERS:
-                continue
-            name = names.setdefault(name.lower(), name)
-            multi.setdefault(name, []).append(value)
-            headers[name] = value
-        client_ip = handler.client_address[0]
-        host = handler.headers.get("Host", f"{procs.HOST}:{self.port}")
-        for name, value in (
-            ("X-Forwarded-For", client_ip),
-            ("X-Forwarded-Port", str(self.port)),
-            ("X-Forwarded-Proto", "http"),
-            ("X-Amzn-Trace-Id", _trace_id()),
-        ):
-            if name.lower() not in names:
-                headers[name], multi[name] = value, [value]
-        query = parse_qsl(split.query, keep_blank_values=True)
-        mquery: dict[str, list[str]] = {}
-        for key, value in query:
-            mquery.setdefault(key, []).append(value)
-        content_type = handler.headers.get("Content-Type")
+        names: dict[str, str] = {}  # lower case -> the first spelling seen
+        for name, value in request.environ["apigw.headers"]:
+            if name.lower() not in _DROP_REQUEST_HEADERS:
+                multi.setdefault(names.setdefault(name.lower(), name), []).append(value)
+        client_ip = request.remote_addr or ""
+        trace = f"Root=1-{int(time.time()):08x}-{os.urandom(12).hex()}"
+        added = {"X-Forwarded-For": client_ip, "X-Forwarded-Port": str(self.port),
+                 "X-Forwarded-Proto": "http", "X-Amzn-Trace-Id": trace}  # fmt: skip
+        multi |= {k: [v] for k, v in added.items() if k.lower() not in names}
+        mquery = dict(request.args.lists())
         if not body:
             text_body, b64 = None, False
-        elif is_text(content_type, self.spec.binary_media_types):
+        elif is_text(request.content_type, self.spec.binary_media_types):
             try:
                 text_body, b64 = body.decode("utf-8"), False
             except UnicodeDecodeError:
@@ -405,12 +410,14 @@ class ApiFront:
         else:
             text_body, b64 = base64.b64encode(body).decode(), True
         now = time.time()
-        api_id = hashlib.sha1(route.api.encode()).hexdigest()[:10]
+        host = request.headers.get("Host", f"{procs.HOST}:{self.port}")
+        identity: dict[str, Any] = dict.fromkeys(_IDENTITY_UNSET)
+        identity |= {"sourceIp": client_ip, "userAgent": request.headers.get("User-Agent")}
         return {
             "resource": route.path,
             "path": path,
-            "httpMethod": handler.command,
-            "headers": headers or None,
+            "httpMethod": request.method,
+            "headers": {k: v[-1] for k, v in multi.items()} or None,
             "multiValueHeaders": multi or None,
             "queryStringParameters": {k: v[-1] for k, v in mquery.items()} or None,
             "multiValueQueryStringParameters": mquery or None,
@@ -419,203 +426,86 @@ class ApiFront:
             "requestContext": {
                 "resourceId": hashlib.sha1(route.path.encode()).hexdigest()[:6],
                 "resourcePath": route.path,
-                "httpMethod": handler.command,
+                "httpMethod": request.method,
                 "extendedRequestId": apigw_id,
                 "requestTime": time.strftime("%d/%b/%Y:%H:%M:%S +0000", time.gmtime(now)),
                 "path": raw_path,
                 "accountId": ACCOUNT_ID,
-                "protocol": handler.request_version,
+                "protocol": request.environ["SERVER_PROTOCOL"],
                 "stage": stage,
                 "domainPrefix": host.split(".", 1)[0].split(":", 1)[0],
                 "requestTimeEpoch": int(now * 1000),
                 "requestId": request_id,
-                "identity": {
-                    "cognitoIdentityPoolId": None,
-                    "accountId": None,
-                    "cognitoIdentityId": None,
-                    "caller": None,
-                    "sourceIp": client_ip,
-                    "principalOrgId": None,
-                    "accessKey": None,
-                    "cognitoAuthenticationType": None,
-                    "cognitoAuthenticationProvider": None,
-                    "userArn": None,
-                    "userAgent": handler.headers.get("User-Agent"),
-                    "user": None,
-                },
+                "identity": identity,
                 "domainName": host,
-                "apiId": api_id,
+                "apiId": hashlib.sha1(route.api.encode()).hexdigest()[:10],
             },
             "body": text_body,
             "isBase64Encoded": b64,
         }
 
-    def dispatch(self, handler: _Handler, body: bytes, request_id: str, apigw_id: str) -> Reply:
-        """Route, invoke and map one request whose body has been read."""
-        path = unquote(urlsplit(handler.path).path)
-        found = self.find_route(path, handler.command)
+    def dispatch(self, request: Request, request_id: str, apigw_id: str) -> Reply:
+        """Check, route, throttle, invoke and map one request."""
+        declared = _declared_length(request.headers.get("Content-Length"))
+        if declared < 0:
+            return gateway_reply(400, "Bad Request")
+        if declared > API_GATEWAY_PAYLOAD_BYTES:
+            return gateway_reply(413, "Request Too Long")
+        found = self.find_route(unquote(urlsplit(request.environ["RAW_URI"]).path), request.method)
         if found is None:
             return gateway_reply(403, "Missing Authentication Token")
         route, stage, params = found
+        bucket = self.buckets.get(route.api)
+        if bucket is not None and not bucket.take():
+            return gateway_reply(429, "Too Many Requests")
+        request.max_content_length = API_GATEWAY_PAYLOAD_BYTES  # chunked bodies too
+        try:
+            body = request.get_data()
+        except RequestEntityTooLarge:
+            return gateway_reply(413, "Request Too Long")
+        except (OSError, BadRequest):  # broken chunked encoding, client gone
+            return gateway_reply(400, "Bad Request")
         validator = self.validators.get((route.api, route.method, route.path))
-        content_type = handler.headers.get("Content-Type")
-        if validator is not None and not validator.check(content_type, body):
+        if validator is not None and not validator.check(request.content_type, body):
             return gateway_reply(400, "Invalid request body")
         deadline = time.monotonic() + self.integration_timeout
-        event = self.build_event(handler, route, stage, params, body, request_id, apigw_id)
+        event = self.build_event(request, route, stage, params, body, request_id, apigw_id)
         payload = json.dumps(event).encode()
-        if len(payload) > LAMBDA_REQUEST_LIMIT:
-            log.warning(
-                "%s: event of %d bytes exceeds Lambda's 6 MB invocation limit",
-                request_id,
-                len(payload),
-            )
+        if len(payload) > LAMBDA_REQUEST_BYTES:
+            log.warning("%s: event of %d bytes is over Lambda's 6 MB", request_id, len(payload))
             return gateway_reply(413, "Request Too Long")
-        pool = self.pools[route.function]
         try:
-            result = pool.invoke(payload, deadline)
+            result = self.pools[route.function].invoke(payload, deadline)
         except GatewayTimeout as exc:
-            log.warning(
-                "%s: integration timeout after %.1f s (%s)",
-                request_id,
-                self.integration_timeout,
-                exc,
-            )
+            log.warning("%s: integration timeout after %.1f s (%s)",
+                        request_id, self.integration_timeout, exc)  # fmt: skip
             return gateway_reply(504, "Endpoint request timed out")
         try:
             reply = map_proxy_result(result)
         except BadGateway as exc:
             log.warning("%s: 502 from %s: %s", request_id, result.instance, exc)
             reply = gateway_reply(502, "Internal server error")
-        reply.headers.extend(_emulator_headers(result))
-        note = f" (cold start, init {result.init_ms:.1f}ms)" if result.init_ms is not None else ""
-        return dataclasses.replace(reply, instance=result.instance, note=note)
+        cold = f" (cold start, init {result.init_ms:.1f}ms)" if result.init_ms is not None else ""
+        headers = [*reply.headers, *_emulator_headers(result)]
+        return dataclasses.replace(reply, headers=headers, instance=result.instance, note=cold)
 
-
-def _emulator_headers(result: InvokeResult) -> list[tuple[str, str]]:
-    """The emulator's own numbers (not API Gateway headers): instance, cold start, durations."""
-    headers = [
-        ("X-Lambda-Emulator-Instance", result.instance),
-        ("X-Lambda-Emulator-Cold-Start", "true" if result.init_ms is not None else "false"),
-    ]
-    if result.init_ms is not None:
-        headers.append(("X-Lambda-Emulator-Init-Duration-Ms", f"{result.init_ms:.2f}"))
-    if result.duration_ms is not None:
-        headers.append(("X-Lambda-Emulator-Duration-Ms", f"{result.duration_ms:.2f}"))
-    return headers
-
-
-class _Server(ThreadingHTTPServer):
-    daemon_threads = True
-    allow_reuse_address = True
-    request_queue_size = 64
-
-
-class _Handler(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
-    timeout = 120  # idle keep-alive connections are closed after this
-    front: ApiFront
-
-    def parse_request(self) -> bool:
-        self._continue_sent = True  # no "Expect: 100-continue": the client sends the body
-        return super().parse_request()
-
-    def handle_expect_100(self) -> bool:
-        # refuse an oversize body before the client sends it
-        if self._declared_length() > self.front.request_limit:
-            self._continue_sent = False
-            return True
-        self._continue_sent = True
-        return super().handle_expect_100()
-
-    def _declared_length(self) -> int:
+    def __call__(self, environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
+        """The WSGI app: one reply per request, one log line once it is sent."""
+        started, request = time.monotonic(), Request(environ)
+        request_id = str(uuid.uuid4())
+        apigw_id = base64.b64encode(os.urandom(12), b"-_").decode()
         try:
-            return int(self.headers.get("Content-Length") or 0)
-        except ValueError:
-            return -1
-
-    def _read_body(self) -> bytes | None:
-        """The request body, or None if it is over the limit (nothing more read then)."""
-        limit = self.front.request_limit
-        if "chunked" in self.headers.get("Transfer-Encoding", "").lower():
-            chunks, total = [], 0
-            while True:
-                size = int(self.rfile.readline(1024).split(b";", 1)[0].strip() or b"0", 16)
-                if size == 0:
-                    while self.rfile.readline(1024).strip():
-                        pass  # trailers
-                    return b"".join(chunks)
-                total += size
-                if total > limit:
-                    return None
-                chunks.append(self.rfile.read(size))
-                self.rfile.readline(1024)
-        length = self._declared_length()
-        if length > limit:
-            return None
-        return self.rfile.read(length) if length > 0 else b""
-
-    def _drain(self) -> None:
-        """Read and drop a refused body so the client sees the reply, then close."""
-        self.close_connection = True
-        if not self._continue_sent:
-            return  # the client is waiting for 100-continue: it will not send the body
-        remaining = min(self._declared_length(), DRAIN_LIMIT)
-        with contextlib.suppress(OSError):
-            self.connection.settimeout(2.0)
-            while remaining > 0:
-                chunk = self.rfile.read(min(remaining, 1 << 20))
-                if not chunk:
-                    break
-                remaining -= len(chunk)
-
-    def _reply(self, request_id: str, apigw_id: str) -> tuple[Reply, bool]:
-        """The reply, and whether the request body was refused (left unread)."""
-        if self._declared_length() < 0:
-            return gateway_reply(400, "Bad Request"), True
-        try:
-            body = self._read_body()
-        except ValueError:  # broken chunked encoding
-            return gateway_reply(400, "Bad Request"), True
-        if body is None:
-            return gateway_reply(413, "Request Too Long"), True
-        try:
-            return self.front.dispatch(self, body, request_id, apigw_id), False
+            reply = self.dispatch(request, request_id, apigw_id)
         except Exception:
             log.exception("%s: front failure", request_id)
-            return gateway_reply(500, "Internal server error"), False
+            reply = gateway_reply(500, "Internal server error")
+        ids = [("x-amzn-RequestId", request_id), ("x-amz-apigw-id", apigw_id)]
+        response = Response(reply.body, reply.status, [*reply.headers, *ids])
 
-    def _handle(self) -> None:
-        started = time.monotonic()
-        request_id, apigw_id = str(uuid.uuid4()), _apigw_id()
-        reply, refused = self._reply(request_id, apigw_id)
-        if refused:
-            self.close_connection = True
-        self._send(reply, request_id, apigw_id)
-        if refused:
-            self._drain()
-        duration_ms = (time.monotonic() - started) * 1000
-        log.info("%s %s %d %.1fms %s%s", self.command, self.path, reply.status, duration_ms,
-                 reply.instance, reply.note)  # fmt: skip
+        def sent() -> None:
+            ms = (time.monotonic() - started) * 1000
+            log.info("%s %s %d %.1fms %s%s", request.method, environ["RAW_URI"], reply.status, ms,
+                     reply.instance, reply.note)  # fmt: skip
 
-    def _send(self, reply: Reply, request_id: str, apigw_id: str) -> None:
-        try:
-            self.send_response_only(reply.status)
-            self.send_header("Date", formatdate(usegmt=True))
-            for name, value in reply.headers:
-                self.send_header(name, value)
-            self.send_header("Content-Length", str(len(reply.body)))
-            self.send_header("x-amzn-RequestId", request_id)
-            self.send_header("x-amz-apigw-id", apigw_id)
-            if self.close_connection:
-                self.send_header("Connection", "close")
-            self.end_headers()
-            if self.command != "HEAD":
-                self.wfile.write(reply.body)
-        except (TimeoutError, BrokenPipeError, ConnectionResetError):
-            self.close_connection = True
-
-    do_GET = do_POST = do_PUT = do_DELETE = do_PATCH = do_HEAD = do_OPTIONS = _handle
-
-    def log_message(self, format: str, *args: Any) -> None:
-        log.debug("%s - %s", self.address_string(), format % args)
+        response.call_on_close(sent)
+        return response(environ, start_response)

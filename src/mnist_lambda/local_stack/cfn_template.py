@@ -1,23 +1,27 @@
-"""Read a SAM template the way ``sam local`` does: functions, their settings and API routes.
+"""Read our SAM templates the way ``sam local`` does: functions, their settings and API routes.
 
-Short-form intrinsics (``!Ref``, ``!Sub``, ``!GetAtt``, ...) are loaded as their long forms and
-resolved against the parameters' defaults plus overrides and the pseudo parameters. Refs to
-resources resolve to their logical id and ``GetAtt`` to ``"<LogicalId>.<Attribute>"``: there is
-no deployed stack to ask. SAM ``Globals.Function`` and ``Globals.Api`` are merged in.
+Only the intrinsics our templates use are resolved (``Ref``, ``Fn::Sub``, ``Fn::GetAtt``,
+``Fn::If``/``Equals``/``Not``, ``AWS::NoValue``); any other is a :class:`TemplateError`. A
+resource's ``Ref`` is its logical id, its ``GetAtt`` ``"<LogicalId>.<Attribute>"`` (no stack).
 """
 
 from __future__ import annotations
 
-import base64
+import operator
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from mnist_lambda.aws_limits import DEFAULT_MEMORY_MB, DEFAULT_TIMEOUT_S, EPHEMERAL_STORAGE_MB
+from mnist_lambda.aws_limits import (
+    API_GATEWAY_BURST_LIMIT,
+    DEFAULT_MEMORY_MB,
+    DEFAULT_TIMEOUT_S,
+    EPHEMERAL_STORAGE_MB,
+)
 
 IMPLICIT_API = "ServerlessRestApi"
 IMPLICIT_STAGE = "Prod"  # the stage SAM gives the implicit API
@@ -32,7 +36,7 @@ class TemplateError(ValueError):
 
 
 class _CfnLoader(yaml.SafeLoader):
-    """SafeLoader that understands CloudFormation's short-form tags."""
+    """SafeLoader that loads CloudFormation's short-form tags (``!Ref x``) as their long forms."""
 
 
 def _construct_tag(loader: yaml.SafeLoader, suffix: str, node: yaml.Node) -> dict[str, Any]:
@@ -42,175 +46,113 @@ def _construct_tag(loader: yaml.SafeLoader, suffix: str, node: yaml.Node) -> dic
         value = loader.construct_sequence(node, deep=True)
     else:
         value = loader.construct_mapping(node, deep=True)  # type: ignore[arg-type]
-    if suffix == "Ref":
-        return {"Ref": value}
-    if suffix == "Condition":
-        return {"Condition": value}
-    if suffix == "GetAtt" and isinstance(value, str):
-        value = value.split(".", 1)
-    return {f"Fn::{suffix}": value}
+    return {suffix if suffix in ("Ref", "Condition") else f"Fn::{suffix}": value}
 
 
 _CfnLoader.add_multi_constructor("!", _construct_tag)
 
 
-def load_template(path: Path | str) -> dict[str, Any]:
-    """Parse a CloudFormation/SAM YAML (or JSON) template into plain Python data."""
+def load_template_text(path: Path | str) -> Any:
+    """A YAML/JSON file that may use CloudFormation's short-form tags."""
     with open(path, encoding="utf-8") as fh:
-        data = yaml.load(fh, Loader=_CfnLoader)
+        return yaml.load(fh, Loader=_CfnLoader)
+
+
+def load_template(path: Path | str) -> dict[str, Any]:
+    """Parse a CloudFormation/SAM template into plain data, intrinsics in their long forms."""
+    data = load_template_text(path)
     if not isinstance(data, dict) or not isinstance(data.get("Resources"), dict):
         raise TemplateError(f"{path}: not a CloudFormation template (no Resources)")
     return data
-
-
-class Resolver:
-    """Evaluates intrinsic functions against parameters, pseudo parameters and conditions."""
-
-    def __init__(
-        self,
-        template: Mapping[str, Any],
-        overrides: Mapping[str, str] | None = None,
-        *,
-        region: str = "us-east-1",
-        stack_name: str = "mnist-lambda-local",
-    ) -> None:
-        self.template = template
-        self.params: dict[str, Any] = {}
-        self.missing: list[str] = []
-        overrides = dict(overrides or {})
-        for name, spec in (template.get("Parameters") or {}).items():
-            spec = spec or {}
-            if name in overrides:
-                value: Any = overrides.pop(name)
-            elif "Default" in spec:
-                value = spec["Default"]
-            else:
-                self.missing.append(name)
-                value = ""
-            value = _scalar_str(value)
-            ptype = str(spec.get("Type", "String"))
-            if ptype == "CommaDelimitedList" or ptype.startswith("List<"):
-                value = [v.strip() for v in value.split(",")] if value else []
-            self.params[name] = value
-        if overrides:
-            raise TemplateError(f"unknown template parameters: {', '.join(sorted(overrides))}")
-        self.pseudo: dict[str, Any] = {
-            "AWS::Region": region,
-            "AWS::AccountId": ACCOUNT_ID,
-            "AWS::StackName": stack_name,
-            "AWS::StackId": f"arn:aws:cloudformation:{region}:{ACCOUNT_ID}:stack/{stack_name}/x",
-            "AWS::Partition": "aws",
-            "AWS::URLSuffix": "amazonaws.com",
-            "AWS::NotificationARNs": [],
-            "AWS::NoValue": _NO_VALUE,
-        }
-        self.resources: Mapping[str, Any] = template.get("Resources") or {}
-        self._conditions: Mapping[str, Any] = template.get("Conditions") or {}
-        self._condition_values: dict[str, bool] = {}
-
-    def ref(self, name: str) -> Any:
-        if name in self.params:
-            return self.params[name]
-        if name in self.pseudo:
-            return self.pseudo[name]
-        if name in self.resources:
-            return name
-        raise TemplateError(f"!Ref to unknown name {name!r}")
-
-    def condition(self, name: str) -> bool:
-        if name not in self._condition_values:
-            if name not in self._conditions:
-                raise TemplateError(f"unknown condition {name!r}")
-            self._condition_values[name] = bool(self.resolve(self._conditions[name]))
-        return self._condition_values[name]
-
-    def resolve(self, node: Any) -> Any:
-        """Return ``node`` with every intrinsic function evaluated."""
-        if isinstance(node, list):
-            items = [self.resolve(v) for v in node]
-            return [v for v in items if v is not _NO_VALUE]
-        if not isinstance(node, dict):
-            return node
-        if len(node) == 1:
-            ((key, arg),) = node.items()
-            if key == "Ref":
-                return self.ref(str(arg))
-            if key == "Condition" and isinstance(arg, str):
-                return self.condition(arg)
-            if key.startswith("Fn::"):
-                return self._fn(key[4:], arg)
-        out = {}
-        for key, value in node.items():
-            resolved = self.resolve(value)
-            if resolved is not _NO_VALUE:
-                out[key] = resolved
-        return out
-
-    def _fn(self, name: str, arg: Any) -> Any:
-        if name == "Sub":
-            if isinstance(arg, list):
-                text, variables = arg[0], self.resolve(arg[1] if len(arg) > 1 else {})
-            else:
-                text, variables = arg, {}
-            return self._sub(str(self.resolve(text)), variables)
-        if name == "GetAtt":
-            parts = arg if isinstance(arg, list) else str(arg).split(".", 1)
-            return ".".join(str(self.resolve(p)) for p in parts)
-        if name == "Join":
-            sep, items = self.resolve(arg)
-            return str(sep).join(_scalar_str(v) for v in items)
-        if name == "Select":
-            index, items = self.resolve(arg)
-            return items[int(index)]
-        if name == "Split":
-            sep, text = self.resolve(arg)
-            return str(text).split(str(sep))
-        if name == "If":
-            cond, yes, no = arg
-            return self.resolve(yes if self.condition(str(cond)) else no)
-        if name == "Equals":
-            a, b = self.resolve(arg)
-            return _scalar_str(a) == _scalar_str(b)
-        if name == "Not":
-            return not self.resolve(arg)[0]
-        if name == "And":
-            return all(self.resolve(arg))
-        if name == "Or":
-            return any(self.resolve(arg))
-        if name == "FindInMap":
-            mapname, top, second = self.resolve(arg)
-            return self.template["Mappings"][mapname][top][second]
-        if name == "Base64":
-            return base64.b64encode(str(self.resolve(arg)).encode()).decode()
-        if name == "ImportValue":
-            return f"imported:{self.resolve(arg)}"
-        if name == "GetAZs":
-            region = self.resolve(arg) or self.pseudo["AWS::Region"]
-            return [f"{region}a", f"{region}b"]
-        raise TemplateError(f"unsupported intrinsic function Fn::{name}")
-
-    def _sub(self, text: str, variables: Mapping[str, Any]) -> str:
-        def replace(match: re.Match[str]) -> str:
-            name = match.group(1)
-            if name.startswith("!"):
-                return "${" + name[1:] + "}"
-            if name in variables:
-                return _scalar_str(variables[name])
-            if "." in name and name.split(".", 1)[0] in self.resources:
-                return name
-            value = self.ref(name)
-            return ",".join(value) if isinstance(value, list) else _scalar_str(value)
-
-        return re.sub(r"\$\{([^}]+)\}", replace, text)
 
 
 def _scalar_str(value: Any) -> str:
     """CloudFormation's string form of a scalar (YAML ``true`` becomes ``"true"``)."""
     if isinstance(value, bool):
         return "true" if value else "false"
-    if value is None:
-        return ""
-    return str(value)
+    return "" if value is None else str(value)
+
+
+class _Resolver:
+    """Evaluates the supported intrinsics against parameters, pseudo parameters, conditions."""
+
+    def __init__(
+        self, template: Mapping[str, Any], overrides: Mapping[str, str] | None, region: str
+    ) -> None:
+        overrides = dict(overrides or {})
+        self.params: dict[str, str] = {}
+        self.missing: list[str] = []  # parameters with neither a default nor an override
+        for name, spec in (template.get("Parameters") or {}).items():
+            if spec.get("Type", "String") not in ("String", "Number"):
+                raise TemplateError(f"parameter {name}: type {spec['Type']} is not supported")
+            if name not in overrides and "Default" not in spec:
+                self.missing.append(name)
+            self.params[name] = _scalar_str(overrides.pop(name, spec.get("Default")))
+        if overrides:
+            raise TemplateError(f"unknown template parameters: {', '.join(sorted(overrides))}")
+        self.names: dict[str, Any] = {
+            "AWS::Region": region,
+            "AWS::AccountId": ACCOUNT_ID,
+            "AWS::StackName": "mnist-lambda-local",
+            "AWS::Partition": "aws",
+            "AWS::URLSuffix": "amazonaws.com",
+            "AWS::NoValue": _NO_VALUE,
+            **self.params,
+        }
+        self.resources: Mapping[str, Any] = template["Resources"]
+        self.conditions: Mapping[str, Any] = template.get("Conditions") or {}
+        self.functions: dict[str, Callable[[Any], Any]] = {
+            "Ref": self.ref,
+            "Condition": self.condition,
+            "Fn::Sub": self.sub,
+            "Fn::GetAtt": lambda arg: self.getatt(".".join(arg) if isinstance(arg, list) else arg),
+            "Fn::If": lambda arg: self.resolve(arg[1] if self.condition(arg[0]) else arg[2]),
+            "Fn::Equals": lambda arg: operator.eq(*map(_scalar_str, self.resolve(arg))),
+            "Fn::Not": lambda arg: not self.resolve(arg)[0],
+        }
+
+    def ref(self, name: Any) -> Any:
+        if name in self.names:
+            return self.names[name]
+        if name in self.resources:
+            return name
+        raise TemplateError(f"Ref to unknown name {name!r}")
+
+    def getatt(self, name: str) -> str:
+        if name.split(".", 1)[0] not in self.resources:
+            raise TemplateError(f"Fn::GetAtt of unknown resource {name!r}")
+        return name
+
+    def condition(self, name: Any) -> bool:
+        if name not in self.conditions:
+            raise TemplateError(f"unknown condition {name!r}")
+        return bool(self.resolve(self.conditions[name]))
+
+    def sub(self, text: Any) -> str:
+        if not isinstance(text, str):
+            raise TemplateError("Fn::Sub with a variable map is not supported")
+
+        def replace(match: re.Match[str]) -> str:
+            name = match.group(1)
+            if name.startswith("!"):
+                return "${" + name[1:] + "}"
+            return self.getatt(name) if "." in name else _scalar_str(self.ref(name))
+
+        return re.sub(r"\$\{([^}]+)\}", replace, text)
+
+    def resolve(self, node: Any) -> Any:
+        """``node`` with every intrinsic evaluated and ``AWS::NoValue`` dropped."""
+        if isinstance(node, list):
+            return [v for v in map(self.resolve, node) if v is not _NO_VALUE]
+        if not isinstance(node, dict):
+            return node
+        key = next(iter(node)) if len(node) == 1 else ""
+        if key in self.functions:
+            return self.functions[key](node[key])
+        if key.startswith("Fn::"):
+            raise TemplateError(f"unsupported intrinsic function {key}")
+        resolved = ((k, self.resolve(v)) for k, v in node.items())
+        return {k: v for k, v in resolved if v is not _NO_VALUE}
 
 
 @dataclass(frozen=True)
@@ -239,23 +181,12 @@ class Route:
     stage: str
     api: str
 
-    @property
-    def _regex(self) -> re.Pattern[str]:
-        parts = []
-        for segment in self.path.strip("/").split("/") if self.path != "/" else []:
-            greedy = re.fullmatch(r"\{(\w+)\+\}", segment)
-            single = re.fullmatch(r"\{(\w+)\}", segment)
-            if greedy:
-                parts.append(f"(?P<{greedy.group(1)}>.+)")
-            elif single:
-                parts.append(f"(?P<{single.group(1)}>[^/]+)")
-            else:
-                parts.append(re.escape(segment))
-        return re.compile("/" + "/".join(parts))
-
     def match(self, path: str) -> dict[str, str] | None:
         """The path parameters if ``path`` (without the stage) is this route's resource."""
-        found = self._regex.fullmatch(path)
+        pattern = re.escape(self.path)
+        pattern = re.sub(r"\\\{(\w+)\\\+\\\}", r"(?P<\1>.+)", pattern)
+        pattern = re.sub(r"\\\{(\w+)\\\}", r"(?P<\1>[^/]+)", pattern)
+        found = re.fullmatch(pattern, path)
         return None if found is None else found.groupdict()
 
     @property
@@ -290,46 +221,30 @@ class StackSpec:
         return tuple(dict.fromkeys(r.stage for r in self.routes))
 
 
-def _merge_globals(globals_: Mapping[str, Any], props: Mapping[str, Any]) -> dict[str, Any]:
+def _merge(globals_: Mapping[str, Any], props: Mapping[str, Any]) -> dict[str, Any]:
+    """SAM's Globals merge: mappings merge key by key, anything else is replaced."""
     merged = dict(globals_)
     for key, value in props.items():
-        if isinstance(value, dict) and isinstance(merged.get(key), dict):
-            merged[key] = _merge_globals(merged[key], value)
-        else:
-            merged[key] = value
+        both = isinstance(value, dict) and isinstance(merged.get(key), dict)
+        merged[key] = _merge(merged[key], value) if both else value
     return merged
 
 
-def _dockerfile_cmd(template_dir: Path, metadata: Mapping[str, Any]) -> str | None:
-    """The handler from the image's ``CMD ["module.function"]`` (SAM image functions)."""
-    context = metadata.get("DockerContext")
-    if not context:
-        return None
-    dockerfile = template_dir / str(context) / str(metadata.get("Dockerfile", "Dockerfile"))
-    try:
-        text = dockerfile.read_text(encoding="utf-8")
-    except OSError:
-        return None
-    cmds = re.findall(r'^\s*CMD\s*\[\s*"([^"]+)"', text, flags=re.MULTILINE | re.IGNORECASE)
-    return cmds[-1] if cmds else None
-
-
 def _handler(props: Mapping[str, Any], metadata: Mapping[str, Any], template_dir: Path) -> str:
-    if props.get("Handler"):
-        return str(props["Handler"])
-    command = (props.get("ImageConfig") or {}).get("Command")
-    if command:
-        return str(command[0])
-    return _dockerfile_cmd(template_dir, metadata) or DEFAULT_HANDLER
+    """``Handler``, else an image's ``ImageConfig.Command`` or its Dockerfile's last ``CMD``."""
+    handler = props.get("Handler") or ((props.get("ImageConfig") or {}).get("Command") or [0])[0]
+    if handler:
+        return str(handler)
+    context = metadata.get("DockerContext")
+    dockerfile = template_dir / str(context) / str(metadata.get("Dockerfile", "Dockerfile"))
+    text = dockerfile.read_text(encoding="utf-8") if context and dockerfile.is_file() else ""
+    cmds = re.findall(r'^\s*CMD\s*\[\s*"([^"]+)"', text, flags=re.MULTILINE | re.IGNORECASE)
+    return cmds[-1] if cmds else DEFAULT_HANDLER
 
 
 def api_definition(body: Any, uri: Any, template_dir: Path) -> dict[str, Any] | None:
-    """An API's OpenAPI/Swagger document, as API Gateway would get it (intrinsics unresolved).
-
-    ``DefinitionBody`` inline, or ``Fn::Transform: AWS::Include`` with a local ``Location``, or a
-    local ``DefinitionUri``, both relative to the template (``sam deploy`` uploads those files).
-    An S3 location cannot be read locally: :class:`TemplateError`.
-    """
+    """An API's OpenAPI document (intrinsics unresolved): ``DefinitionBody`` inline, or an
+    ``AWS::Include`` ``Location`` or ``DefinitionUri`` of a local file relative to the template."""
     location = uri
     if isinstance(body, dict):
         transform = body.get("Fn::Transform")
@@ -354,57 +269,50 @@ def api_definition(body: Any, uri: Any, template_dir: Path) -> dict[str, Any] | 
     return definition
 
 
-def load_template_text(path: Path) -> Any:
-    """A YAML/JSON file that may use CloudFormation's short-form tags."""
-    with open(path, encoding="utf-8") as fh:
-        return yaml.load(fh, Loader=_CfnLoader)
-
-
 def load_stack_spec(
     template_path: Path | str,
     parameter_overrides: Mapping[str, str] | None = None,
     *,
     region: str = "us-east-1",
 ) -> StackSpec:
-    """Read the functions (handler, timeout, memory, environment) and REST API routes."""
+    """Read the functions (handler, timeout, memory, environment, ...) and REST API routes."""
     template_path = Path(template_path)
     template = load_template(template_path)
-    resolver = Resolver(template, parameter_overrides, region=region)
+    resolver = _Resolver(template, parameter_overrides, region)
     warnings = [f"parameter {name} has no default and no override" for name in resolver.missing]
     globals_ = template.get("Globals") or {}
-    resources: Mapping[str, Any] = template["Resources"]
+    typed = [
+        (logical_id, res.get("Type"), res)
+        for logical_id, res in template["Resources"].items()
+        if "Condition" not in res or resolver.condition(res["Condition"])
+    ]
 
     apis: dict[str, dict[str, Any]] = {}
     definitions: dict[str, dict[str, Any]] = {}
     throttling: dict[str, Throttle] = {}
-    for logical_id, res in resources.items():
-        if isinstance(res, dict) and res.get("Type") == "AWS::Serverless::Api":
-            props = _merge_globals(globals_.get("Api") or {}, res.get("Properties") or {})
-            body, uri = props.pop("DefinitionBody", None), props.pop("DefinitionUri", None)
-            apis[logical_id] = resolver.resolve(props)
-            for setting in apis[logical_id].get("MethodSettings") or []:
-                stage_wide = (setting.get("ResourcePath", "/*"), setting.get("HttpMethod", "*"))
-                if stage_wide == ("/*", "*") and "ThrottlingRateLimit" in setting:
-                    throttling[logical_id] = Throttle(
-                        float(setting["ThrottlingRateLimit"]),
-                        int(setting.get("ThrottlingBurstLimit", 5000)),
-                    )
-            definition = api_definition(body, uri, template_path.parent)
-            if definition is not None:
-                definitions[logical_id] = definition
+    for logical_id, _, res in (t for t in typed if t[1] == "AWS::Serverless::Api"):
+        props = _merge(globals_.get("Api") or {}, res.get("Properties") or {})
+        body, uri = props.pop("DefinitionBody", None), props.pop("DefinitionUri", None)
+        apis[logical_id] = api = resolver.resolve(props)
+        for s in api.get("MethodSettings") or []:
+            stage_wide = (s.get("ResourcePath", "/*"), s.get("HttpMethod", "*")) == ("/*", "*")
+            if stage_wide and "ThrottlingRateLimit" in s:
+                burst = int(s.get("ThrottlingBurstLimit", API_GATEWAY_BURST_LIMIT))
+                throttling[logical_id] = Throttle(float(s["ThrottlingRateLimit"]), burst)
+        definition = api_definition(body, uri, template_path.parent)
+        if definition is not None:
+            definitions[logical_id] = definition
 
     functions: dict[str, FunctionSpec] = {}
     routes: list[Route] = []
     binary: list[str] = []
-    for logical_id, res in resources.items():
-        if not isinstance(res, dict) or res.get("Type") != "AWS::Serverless::Function":
-            continue
-        if "Condition" in res and not resolver.condition(str(res["Condition"])):
-            continue
-        raw = _merge_globals(globals_.get("Function") or {}, res.get("Properties") or {})
+    for logical_id, _, res in (t for t in typed if t[1] == "AWS::Serverless::Function"):
+        raw = _merge(globals_.get("Function") or {}, res.get("Properties") or {})
         events = raw.pop("Events", None) or {}
         props = resolver.resolve(raw)
-        env = ((props.get("Environment") or {}).get("Variables")) or {}
+        env = (props.get("Environment") or {}).get("Variables") or {}
+        reserved = props.get("ReservedConcurrentExecutions")
+        storage = (props.get("EphemeralStorage") or {}).get("Size", EPHEMERAL_STORAGE_MB)
         functions[logical_id] = FunctionSpec(
             logical_id=logical_id,
             handler=_handler(props, res.get("Metadata") or {}, template_path.parent),
@@ -412,42 +320,54 @@ def load_stack_spec(
             memory_size=int(props.get("MemorySize", DEFAULT_MEMORY_MB)),
             environment={str(k): _scalar_str(v) for k, v in env.items()},
             package_type=str(props.get("PackageType", "Zip")),
-            ephemeral_storage_mb=int(
-                (props.get("EphemeralStorage") or {}).get("Size", EPHEMERAL_STORAGE_MB)
-            ),
+            ephemeral_storage_mb=int(storage),
             policies=tuple(p for p in props.get("Policies") or [] if isinstance(p, dict)),
-            reserved_concurrency=(
-                int(props["ReservedConcurrentExecutions"])
-                if "ReservedConcurrentExecutions" in props
-                else None
-            ),
+            reserved_concurrency=None if reserved is None else int(reserved),
         )
         for event_id, event in events.items():
-            etype = (event or {}).get("Type")
-            if etype != "Api":
-                if etype == "HttpApi":
-                    warnings.append(f"{logical_id}.{event_id}: HttpApi events are not served")
+            if event.get("Type") != "Api":
+                warnings.append(f"{logical_id}.{event_id}: {event.get('Type')} events not served")
                 continue
             eprops = resolver.resolve(event.get("Properties") or {})
             api_id = str(eprops.get("RestApiId") or IMPLICIT_API)
             api = apis.get(api_id, {})
-            stage = str(api.get("StageName") or IMPLICIT_STAGE)
             binary.extend(str(t) for t in api.get("BinaryMediaTypes") or [])
-            method = str(eprops.get("Method", "any")).upper()
-            path = "/" + str(eprops.get("Path", "/")).strip("/")
-            routes.append(
-                Route(method=method, path=path, function=logical_id, stage=stage, api=api_id)
-            )
+            method, path = str(eprops.get("Method", "any")).upper(), str(eprops.get("Path", "/"))
+            stage = str(api.get("StageName") or IMPLICIT_STAGE)
+            routes.append(Route(method, "/" + path.strip("/"), logical_id, stage, api_id))
     if not routes:
         raise TemplateError(f"{template_path}: no AWS::Serverless::Function has an Api event")
-    # static resources win over parameterised ones, as in API Gateway
-    routes.sort(key=lambda r: (not r.is_static, -len(r.path)))
+    routes.sort(key=lambda r: (not r.is_static, -len(r.path)))  # static first, as API Gateway
+    binary_types, params = tuple(dict.fromkeys(binary)), resolver.params
     return StackSpec(
-        functions=functions,
-        routes=tuple(routes),
-        binary_media_types=tuple(dict.fromkeys(binary)),
-        parameters=dict(resolver.params),
-        definitions=definitions,
-        throttling=throttling,
-        warnings=tuple(warnings),
+        functions, tuple(routes), binary_types, params, tuple(warnings), definitions, throttling
     )
+
+
+@dataclass(frozen=True)
+class FunctionSettings:
+    """One function's configuration as the template sets it, and its API stage's throttle."""
+
+    function: FunctionSpec
+    max_object_bytes: int
+    """The function's ``MAX_OBJECT_BYTES`` (the template's ``MaxObjectBytes``)."""
+    throttle: Throttle | None
+
+
+def function_settings(
+    template_path: Path | str | None = None,
+    overrides: Mapping[str, str] | None = None,
+    *,
+    function: str = "PredictFunction",
+) -> FunctionSettings:
+    """``function``'s settings in ``template_path`` (default: the project's template)."""
+    if template_path is None:
+        from mnist_lambda.paths import project_root
+
+        template_path = project_root() / "template_no_auth.yaml"
+    spec = load_stack_spec(template_path, overrides)
+    fn = spec.functions.get(function)
+    if fn is None or "MAX_OBJECT_BYTES" not in fn.environment:
+        raise TemplateError(f"{template_path}: no {function} with a MAX_OBJECT_BYTES variable")
+    api = next((r.api for r in spec.routes if r.function == function), "")
+    return FunctionSettings(fn, int(fn.environment["MAX_OBJECT_BYTES"]), spec.throttling.get(api))

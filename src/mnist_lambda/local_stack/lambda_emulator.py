@@ -1,27 +1,29 @@
 """The function, run under the real AWS Lambda Runtime Interface Emulator (``aws-lambda-rie``).
 
-One :class:`EmulatorInstance` is one RIE process with the Python runtime interface client
-(``awslambdaric``) as its runtime: like one Lambda execution environment it runs one invocation
-at a time, initialises lazily on its first invocation (the cold start), and is reset by the RIE
-when the function times out or the runtime exits. A :class:`FunctionPool` holds ``instances`` of
-them (the function's concurrency), hands each invocation to a free one, replaces instances whose
-process died, and replaces all of them on a redeploy.
+One :class:`EmulatorInstance` is one execution environment: an RIE process with the Python
+runtime interface client (``awslambdaric``) as its runtime, in a :class:`~.sandbox.Sandbox`
+(image layout, unprivileged user, ``MemorySize`` and CPU share). Like a Lambda environment it
+runs one invocation at a time and initialises on its first one (the cold start). An environment
+whose runtime died (a crash, the memory limit) is discarded, never reused. A
+:class:`FunctionPool` holds ``instances`` of them (the function's concurrency) on one staged copy
+of the app per deployment, hands each invocation to a free one, and replaces them all on a
+redeploy.
 """
 
 from __future__ import annotations
 
+import concurrent.futures
 import contextlib
 import http.client
 import importlib.util
+import itertools
 import logging
 import os
 import platform
 import queue
 import re
 import shutil
-import stat
 import subprocess
-import sys
 import tempfile
 import threading
 import time
@@ -29,78 +31,55 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from mnist_lambda.aws_limits import LAMBDA_RESPONSE_BYTES
 from mnist_lambda.local_stack import procs
 from mnist_lambda.local_stack.cfn_template import FunctionSpec
+from mnist_lambda.local_stack.sandbox import Sandbox
+from mnist_lambda.local_stack.task_root import build, stage_app
 
 log = logging.getLogger("mnist_lambda.local_stack.lambda")
 
 INVOKE_PATH = "/2015-03-31/functions/function/invocations"
-LAMBDA_REQUEST_LIMIT = 6 * 1024 * 1024  # synchronous invocation payload: 6,291,456 bytes
-LAMBDA_RESPONSE_LIMIT = 6 * 1024 * 1024 + 100  # ... and its response: 6,291,556 bytes
 INVOKE_GRACE_S = 10.0  # beyond the function timeout, before an emulator counts as hung
 REPORT_WAIT_S = 0.5  # how long to wait for the RIE's REPORT line after a response
 
-_REPORT_RE = re.compile(
-    r"^REPORT RequestId: (?P<id>\S+)\s+(?:Init Duration: (?P<init>[\d.]+) ms\s+)?"
-    r"Duration: (?P<duration>[\d.]+) ms"
-)
+_REPORT_RE = re.compile(r"^REPORT RequestId: \S+\s+(?:Init Duration: [\d.]+ ms\s+)?"
+                        r"Duration: (?P<duration>[\d.]+) ms")  # fmt: skip
 _INIT_RE = re.compile(r"INIT REPORT\(durationMs: (?P<ms>[\d.]+)\)")
-_INVOKE_START_RE = re.compile(r"INVOKE START\(requestId: (?P<id>[^)\s]+)\)")
 _RAPID_INFO_RE = re.compile(r"\[(INFO|DEBUG)\] \(rapid\)")
+_ENVIRONMENTS = itertools.count(1)
 
 # What a function inherits from the supervisor's environment; everything else is Lambda's own.
 _PASSTHROUGH_ENV = (
     "PATH",
-    "HOME",
-    "TMPDIR",
-    "LD_LIBRARY_PATH",
     "OMP_NUM_THREADS",
     "OPENBLAS_NUM_THREADS",
+    "OPENBLAS_CORETYPE",
+    "OPENBLAS_L2_SIZE",
     "MKL_NUM_THREADS",
 )
 
 
 def find_rie() -> Path:
-    """The ``aws-lambda-rie`` binary for this machine, from the installed ``aws-sam-cli``.
-
-    pip installs it without the exec bit; it is made executable if needed.
-    """
-    arch = {"x86_64": "x86_64", "amd64": "x86_64", "aarch64": "arm64", "arm64": "arm64"}.get(
-        platform.machine().lower()
-    )
-    if arch is None:
-        raise RuntimeError(f"no aws-lambda-rie build for machine {platform.machine()!r}")
+    """The ``aws-lambda-rie`` binary in the installed ``aws-sam-cli`` (pip drops its exec bit)."""
+    arch = {"x86_64": "x86_64", "aarch64": "arm64"}.get(platform.machine())
     spec = importlib.util.find_spec("samcli")
-    if spec is None or not spec.submodule_search_locations:
-        raise RuntimeError("aws-sam-cli is not installed: it ships the aws-lambda-rie binary")
-    samcli_dir = Path(next(iter(spec.submodule_search_locations)))
-    rie = samcli_dir / "local" / "rapid" / f"aws-lambda-rie-{arch}"
-    if not rie.is_file():
-        raise RuntimeError(f"{rie} not found in the installed aws-sam-cli")
-    mode = rie.stat().st_mode
-    if mode & stat.S_IXUSR:
-        return rie
-    try:
-        rie.chmod(mode | stat.S_IXUSR | stat.S_IXGRP | stat.S_IXOTH)
-        return rie
-    except OSError:  # read-only site-packages: use an executable copy
-        copy = Path(tempfile.gettempdir()) / f"mnist-lambda-{os.getuid()}" / rie.name
-        if not copy.exists() or copy.stat().st_size != rie.stat().st_size:
-            copy.parent.mkdir(parents=True, exist_ok=True)
-            tmp = copy.with_name(f"{copy.name}.{os.getpid()}.tmp")
-            shutil.copyfile(rie, tmp)
-            tmp.chmod(0o755)
-            os.replace(tmp, copy)
-        return copy
+    if arch is None or spec is None or spec.origin is None:
+        raise RuntimeError(f"no aws-lambda-rie for {platform.machine()} (aws-sam-cli installed?)")
+    rie = Path(spec.origin).parent / "local" / "rapid" / f"aws-lambda-rie-{arch}"
+    if not os.access(rie, os.X_OK):
+        rie.chmod(rie.stat().st_mode | 0o111)
+    return rie
 
 
 def function_environment(
-    spec: FunctionSpec, app_dir: Path, overrides: Mapping[str, str] | None = None
+    spec: FunctionSpec, overrides: Mapping[str, str] | None = None
 ) -> dict[str, str]:
     """The function's environment: Lambda's reserved variables, the template's, then overrides.
 
     Nothing else leaks in from the supervisor (no AWS profile, no real credentials); the AWS
     config files are pointed at /dev/null so a developer's ``~/.aws`` cannot change behaviour.
+    The sandbox adds the path variables (``LAMBDA_TASK_ROOT``, ``PYTHONPATH``, ...).
     """
     env = {k: os.environ[k] for k in _PASSTHROUGH_ENV if k in os.environ}
     env.update(
@@ -118,8 +97,6 @@ def function_environment(
         AWS_LAMBDA_FUNCTION_TIMEOUT=str(spec.timeout),
         AWS_LAMBDA_LOG_GROUP_NAME=f"/aws/lambda/{spec.logical_id}",
         AWS_LAMBDA_LOG_STREAM_NAME="local",
-        AWS_EXECUTION_ENV=f"AWS_Lambda_python{sys.version_info[0]}.{sys.version_info[1]}",
-        LAMBDA_TASK_ROOT=str(app_dir),
         _HANDLER=spec.handler,
     )
     env.update(overrides or {})
@@ -136,33 +113,30 @@ class InvokeResult:
     function_error: str | None = None  # X-Amz-Function-Error header, if the RIE sent one
     failure: str | None = None  # the emulator died / refused / hung: no usable response
     too_large: bool = False  # response beyond Lambda's 6 MB limit
-    init_ms: float | None = None  # INIT REPORT durationMs (set on a cold start)
+    cold: bool = False  # the runtime was initialised for this invocation
+    init_ms: float | None = None  # INIT REPORT durationMs (on a cold start)
     duration_ms: float | None = None  # REPORT Duration (the RIE counts init in it when cold)
 
 
 class EmulatorInstance:
-    """One ``aws-lambda-rie`` process running the function (one execution environment)."""
+    """One execution environment: an ``aws-lambda-rie`` process and the runtime it starts."""
 
     def __init__(
-        self,
-        spec: FunctionSpec,
-        env: Mapping[str, str],
-        app_dir: Path,
-        *,
-        index: int = 1,
-        generation: int = 0,
-        python: str = sys.executable,
+        self, pool: FunctionPool, app: Path, *, index: int = 1, generation: int = 0
     ) -> None:
-        self.spec = spec
-        self.env = dict(env)
-        self.app_dir = Path(app_dir)
+        self.spec = pool.spec
+        self.env = dict(pool.env)
+        self.sandbox = pool.sandbox
+        self.app = app
         self.index = index
         self.generation = generation
-        self.python = python
-        self.name = f"{spec.logical_id}-{index}/g{generation}"
+        self.name = f"{self.spec.logical_id}-{index}/g{generation}"
         self.port = 0
         self.proc: subprocess.Popen[bytes] | None = None
-        self._events: queue.SimpleQueue[tuple[str, str, float | None]] = queue.SimpleQueue()
+        self.runtime_pid: int | None = None  # known once it has been initialised
+        self.limits = self.sandbox.limits(f"env-{next(_ENVIRONMENTS)}", self.spec.memory_size)
+        self._init_ms: float | None = None
+        self._reports: queue.SimpleQueue[float] = queue.SimpleQueue()
         self._stopped = False
 
     @property
@@ -170,33 +144,35 @@ class EmulatorInstance:
         return self.proc.pid if self.proc is not None else None
 
     def alive(self) -> bool:
-        return self.proc is not None and self.proc.poll() is None and not self._stopped
+        """The RIE runs and, once initialised, so does its runtime (else it is discarded)."""
+        if self._stopped or self.proc is None or self.proc.poll() is not None:
+            return False
+        return self.runtime_pid is None or procs.pid_alive(self.runtime_pid)
 
     def start(self, timeout: float = 15.0) -> None:
-        """Start the RIE on free ports and wait until it accepts invocations."""
+        """Start the RIE in its sandbox on free ports; wait until it accepts invocations."""
         rie = find_rie()
         last_error: Exception | None = None
         for _ in range(3):
             self.port, runtime_port = procs.free_port(), procs.free_port()
-            cmd = [
-                str(rie),
+            rie_args = [
                 "--runtime-interface-emulator-address", f"{procs.HOST}:{self.port}",
                 "--runtime-api-address", f"{procs.HOST}:{runtime_port}",
-                self.python, "-m", "awslambdaric", self.spec.handler,
             ]  # fmt: skip
-            proc = procs.spawn(cmd, env=self.env, cwd=self.app_dir)
+            argv, paths, cwd = self.sandbox.command(
+                rie, rie_args, self.spec.handler, self.app, self.spec.ephemeral_storage_mb,
+                self.limits,
+            )  # fmt: skip
+            proc = procs.spawn(argv, env={**self.env, **paths}, cwd=cwd)
             for stream, kind in ((proc.stdout, "out"), (proc.stderr, "err")):
                 threading.Thread(
-                    target=self._pump,
-                    args=(stream, kind),
-                    daemon=True,
-                    name=f"rie-{kind}-{self.name}",
+                    target=self._pump, args=(stream, kind), daemon=True, name=f"rie-{self.name}"
                 ).start()
             try:
                 procs.wait_port(self.port, proc, timeout)
             except (RuntimeError, TimeoutError) as exc:
                 last_error = exc
-                procs.kill_session(proc)
+                procs.kill_tree(proc)
                 continue
             self.proc = proc
             log.debug("%s: aws-lambda-rie pid %d on port %d", self.name, proc.pid, self.port)
@@ -204,67 +180,33 @@ class EmulatorInstance:
         raise RuntimeError(f"{self.name}: aws-lambda-rie did not start: {last_error}")
 
     def _pump(self, stream: object, kind: str) -> None:
-        """Forward the RIE's output to the log and pick out its timings.
-
-        stderr (``(rapid)`` lines) says ``INIT REPORT(durationMs: X)`` before the
-        ``INVOKE START(requestId: ...)`` of the invocation that paid for that init; stdout has
-        ``REPORT RequestId: ... Duration: X ms`` once the invocation is over. Both are queued
-        with their request id and matched up in :meth:`invoke`.
-        """
-        pending_init: float | None = None
+        """Forward the RIE's output to the log; note its ``INIT REPORT(durationMs: X)`` (stderr)
+        and the ``REPORT ... Duration: X ms`` that ends each invocation (stdout)."""
         for raw in stream:  # type: ignore[attr-defined]
             line = raw.decode("utf-8", "replace").rstrip()
             if kind == "out":
-                found = _REPORT_RE.match(line)
-                if found:
-                    self._events.put(("report", found["id"], float(found["duration"])))
+                if found := _REPORT_RE.match(line):
+                    self._reports.put(float(found["duration"]))
                 log.info("[%s] %s", self.name, line)
                 continue
-            found = _INIT_RE.search(line)
-            if found:
-                pending_init = float(found["ms"])
-            found = _INVOKE_START_RE.search(line)
-            if found:
-                self._events.put(("start", found["id"], pending_init))
-                pending_init = None
+            if found := _INIT_RE.search(line):
+                self._init_ms = float(found["ms"])
             quiet = self._stopped or _RAPID_INFO_RE.search(line)  # shutdown noise
-            level = logging.DEBUG if quiet else logging.WARNING
-            log.log(level, "[%s] %s", self.name, line)
-
-    def _timings(self, wait: float) -> tuple[float | None, float | None]:
-        """(init ms or None, duration ms) of the invocation that just returned."""
-        starts: dict[str, float | None] = {}
-        reports: dict[str, float | None] = {}
-        deadline = time.monotonic() + wait
-        while not starts.keys() & reports.keys():
-            try:
-                kind, request_id, ms = self._events.get(
-                    timeout=max(0.0, deadline - time.monotonic())
-                )
-            except queue.Empty:
-                break
-            (starts if kind == "start" else reports)[request_id] = ms
-        both = starts.keys() & reports.keys()
-        if both:
-            request_id = both.pop()
-            return starts[request_id], reports[request_id]
-        init = next(iter(starts.values()), None)
-        return init, next(iter(reports.values()), None)
+            log.log(logging.DEBUG if quiet else logging.WARNING, "[%s] %s", self.name, line)
 
     def invoke(self, payload: bytes, timeout: float) -> InvokeResult:
         """POST ``payload`` (the event JSON) to the RIE and return its response."""
-        while True:  # leftovers of an earlier invocation
-            try:
-                self._events.get_nowait()
-            except queue.Empty:
-                break
+        with contextlib.suppress(queue.Empty):
+            while True:  # leftovers of an earlier invocation
+                self._reports.get_nowait()
+        oom_before = self.limits.oom_kills() if self.limits else 0
         conn = http.client.HTTPConnection(procs.HOST, self.port, timeout=timeout)
         try:
             conn.request(
                 "POST", INVOKE_PATH, body=payload, headers={"Content-Type": "application/json"}
             )
             resp = conn.getresponse()
-            body = resp.read(LAMBDA_RESPONSE_LIMIT + 1)
+            body = resp.read(LAMBDA_RESPONSE_BYTES + 1)
             status, func_error = resp.status, resp.getheader("X-Amz-Function-Error")
         except TimeoutError:
             return InvokeResult(self.name, failure=f"no response from the emulator in {timeout} s")
@@ -273,22 +215,38 @@ class EmulatorInstance:
             return InvokeResult(self.name, failure=f"emulator {state}: {exc!r}")
         finally:
             conn.close()
-        init_ms, duration_ms = self._timings(REPORT_WAIT_S if status == 200 else 0.05)
+        if self.limits and self.limits.oom_kills() > oom_before:
+            self.runtime_pid = self.runtime_pid or -1  # never reused
+            return InvokeResult(
+                self.name,
+                failure=f"Runtime.OutOfMemory: the environment went over MemorySize "
+                f"{self.spec.memory_size} MB and was killed",
+            )
+        runtimes = procs.descendants(self.proc.pid) if self.proc is not None else []
+        self.runtime_pid = runtimes[0] if runtimes else None  # None: the RIE reset it
+        try:
+            duration_ms = self._reports.get(timeout=REPORT_WAIT_S if status == 200 else 0.05)
+        except queue.Empty:
+            duration_ms = None
+        init_ms, self._init_ms = self._init_ms, None  # an INIT since the last call: cold
         return InvokeResult(
             self.name,
             status=status,
-            body=body[:LAMBDA_RESPONSE_LIMIT],
+            body=body[:LAMBDA_RESPONSE_BYTES],
             function_error=func_error,
-            too_large=len(body) > LAMBDA_RESPONSE_LIMIT,
+            too_large=len(body) > LAMBDA_RESPONSE_BYTES,
+            cold=init_ms is not None,
             init_ms=init_ms,
             duration_ms=duration_ms,
         )
 
     def stop(self) -> None:
-        """Kill the RIE and its runtime (idempotent)."""
+        """Kill the RIE and its runtime, and remove its cgroups (idempotent)."""
         self._stopped = True
         if self.proc is not None:
-            procs.kill_session(self.proc, timeout=3.0)
+            procs.kill_tree(self.proc, timeout=3.0)
+        if self.limits is not None:
+            self.limits.remove()
 
 
 class GatewayTimeout(Exception):
@@ -296,7 +254,11 @@ class GatewayTimeout(Exception):
 
 
 class FunctionPool:
-    """``instances`` emulators of one function: dispatch, replacement, redeploy."""
+    """``instances`` environments of one function: dispatch, replacement, redeploy.
+
+    Each deployment (generation) stages ``app_dir`` once, as building the image would, with
+    ``model_path`` (if given) as its model; its environments share that copy.
+    """
 
     def __init__(
         self,
@@ -305,7 +267,8 @@ class FunctionPool:
         app_dir: Path,
         instances: int = 1,
         *,
-        python: str = sys.executable,
+        sandbox: Sandbox | None = None,
+        model_path: Path | None = None,
         on_change: Callable[[], None] | None = None,
     ) -> None:
         if instances < 1:
@@ -314,24 +277,32 @@ class FunctionPool:
         self.env = dict(env)
         self.app_dir = Path(app_dir)
         self.instances = instances
-        self.python = python
+        self.own_sandbox = sandbox is None
+        self.sandbox = sandbox or Sandbox(build(self.app_dir / "requirements.txt"))
+        self.model_path = model_path
         self.on_change = on_change
         self.generation = 0
+        self._work = Path(tempfile.mkdtemp(prefix=f"mnist-lambda-{spec.logical_id}-"))
         # LIFO: like Lambda, reuse the most recently used (warm) environment first.
         self._free: queue.LifoQueue[EmulatorInstance] = queue.LifoQueue()
         self._live: set[EmulatorInstance] = set()
+        self._apps: dict[int, Path] = {}
         self._lock = threading.Lock()
+        self._workers = concurrent.futures.ThreadPoolExecutor(2 * instances)  # + a redeploy's
         self._closed = False
 
+    def _app(self, generation: int) -> Path:
+        """The staged app of ``generation`` (staged on first use)."""
+        with self._lock:
+            if generation not in self._apps:
+                self._apps[generation] = stage_app(
+                    self.app_dir, self._work / f"g{generation}", self.sandbox.build.python,
+                    self.model_path,
+                )  # fmt: skip
+            return self._apps[generation]
+
     def _new(self, index: int, generation: int) -> EmulatorInstance:
-        inst = EmulatorInstance(
-            self.spec,
-            self.env,
-            self.app_dir,
-            index=index,
-            generation=generation,
-            python=self.python,
-        )
+        inst = EmulatorInstance(self, self._app(generation), index=index, generation=generation)
         with self._lock:
             self._live.add(inst)
         try:
@@ -360,17 +331,15 @@ class FunctionPool:
         return started
 
     def start(self) -> None:
-        """Start the first generation of instances."""
+        """Start the first generation of environments."""
         for inst in self._start_generation(self.generation):
             self._free.put(inst)
-        log.info(
-            "%s: %d instance(s) of %s (timeout %d s, %d MB)",
-            self.spec.logical_id,
-            self.instances,
-            self.spec.handler,
-            self.spec.timeout,
-            self.spec.memory_size,
-        )
+        log.info("%s: %d environment(s) of %s (%s)", self.spec.logical_id, self.instances,
+                 self.spec.handler, self.spec_summary())  # fmt: skip
+
+    def spec_summary(self) -> dict[str, object]:
+        """What the ready line says of the function."""
+        return {k: getattr(self.spec, k) for k in ("handler", "timeout", "memory_size")}
 
     def pids(self) -> list[int]:
         """Pids of the live RIE processes."""
@@ -391,19 +360,17 @@ class FunctionPool:
             if inst.generation != self.generation:
                 self._retire(inst)
             elif not inst.alive():
-                log.warning("%s: emulator process gone; replacing it", inst.name)
                 self._replace(inst)
             else:
                 return inst
 
     def reap_dead(self) -> None:
-        """Replace idle instances whose process died (a crashed execution environment)."""
+        """Replace idle environments whose runtime died (a crashed execution environment)."""
         with self._free.mutex:
             dead = [i for i in self._free.queue if not i.alive()]
             for inst in dead:
                 self._free.queue.remove(inst)
         for inst in dead:
-            log.warning("%s: emulator process gone; replacing it", inst.name)
             self._replace(inst)
 
     def release(self, inst: EmulatorInstance, healthy: bool = True) -> None:
@@ -421,25 +388,20 @@ class FunctionPool:
         threading.Thread(target=self._discard, args=(inst,), daemon=True).start()
 
     def _replace(self, inst: EmulatorInstance) -> None:
-        """Kill ``inst`` and put a fresh instance in its place, in the background."""
+        """Discard ``inst`` and start a fresh environment in its place, in the background."""
+        log.warning("%s: runtime gone; a new environment replaces it", inst.name)
 
         def run() -> None:
             self._discard(inst)
-            for attempt in range(5):
+            for attempt in range(1, 6):
                 if self._closed or inst.generation != self.generation:
                     return
                 try:
-                    fresh = self._new(inst.index, inst.generation)
+                    self.release(self._new(inst.index, inst.generation))
+                    return self.on_change() if self.on_change else None
                 except Exception as exc:
                     log.error("%s: replacement failed (%s); retrying", inst.name, exc)
-                    time.sleep(0.5 * (attempt + 1))
-                    continue
-                log.info("%s: replaced (new pid %s)", fresh.name, fresh.pid)
-                self.release(fresh)
-                if self.on_change is not None:
-                    self.on_change()
-                return
-            log.error("%s: could not be replaced; the pool is one instance short", inst.name)
+                    time.sleep(0.5 * attempt)
 
         threading.Thread(target=run, daemon=True, name=f"replace-{inst.name}").start()
 
@@ -469,33 +431,28 @@ class FunctionPool:
         return self.generation
 
     def invoke(self, payload: bytes, deadline: float) -> InvokeResult:
-        """Invoke on a free instance; raise :class:`GatewayTimeout` at ``deadline``.
+        """Invoke on a free environment; raise :class:`GatewayTimeout` at ``deadline``.
 
-        The invocation itself runs in a worker thread: when the gateway gives up, the instance
+        The invocation runs in a worker thread: when the gateway gives up, the environment
         stays busy until the function returns or times out, as a Lambda environment does.
         """
         inst = self.acquire(deadline - time.monotonic())
         if inst is None:
             raise GatewayTimeout("no free function instance")
-        done = threading.Event()
-        box: list[InvokeResult] = []
 
-        def work() -> None:
-            healthy = False
+        def work() -> InvokeResult:
+            result = InvokeResult(inst.name, failure="invocation crashed")
             try:
                 result = inst.invoke(payload, timeout=self.spec.timeout + INVOKE_GRACE_S)
-                healthy = result.failure is None
-                box.append(result)
             finally:
-                self.release(inst, healthy)
-                done.set()
+                self.release(inst, result.failure is None)
+            return result
 
-        threading.Thread(target=work, daemon=True, name=f"invoke-{inst.name}").start()
-        if not done.wait(max(0.0, deadline - time.monotonic())):
-            raise GatewayTimeout(f"{inst.name} still running")
-        if not box:
-            return InvokeResult(inst.name, failure="invocation crashed")
-        return box[0]
+        future = self._workers.submit(work)
+        try:
+            return future.result(max(0.0, deadline - time.monotonic()))
+        except concurrent.futures.TimeoutError:
+            raise GatewayTimeout(f"{inst.name} still running") from None
 
     def close(self) -> None:
         """Stop every instance, idle or busy."""
@@ -510,3 +467,7 @@ class FunctionPool:
         with contextlib.suppress(queue.Empty):
             while True:
                 self._free.get_nowait()
+        self._workers.shutdown(wait=False)
+        shutil.rmtree(self._work, ignore_errors=True)
+        if self.own_sandbox:
+            self.sandbox.close()

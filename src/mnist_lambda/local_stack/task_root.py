@@ -1,0 +1,251 @@
+"""The function's files as the container image has them, built without Docker.
+
+The Dockerfile pip-installs ``lambda_app/requirements.txt`` into the task root with its own
+flags and copies ``lambda_app/`` (less ``.dockerignore``) on top; the base image brings Python
+(``/var/lang``) and the runtime interface client (``/var/runtime``). :func:`build` installs the
+same packages under ``.lambda/pythonX.Y/`` during set-up (for the image's Python and platform,
+one folder per set of inputs, so a change builds anew and ``serve`` works offline), and
+:func:`stage_app` copies the app for one deployment. The function runs on a CPython of the
+image's version when this machine has one (:func:`runtime_python`), else on this interpreter's
+base installation, and the stack says so.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.metadata
+import json
+import os
+import platform
+import re
+import shlex
+import shutil
+import subprocess
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from mnist_lambda.paths import project_root
+
+BUILD_DIR_NAME = ".lambda"
+RUNTIME_CLIENT = "awslambdaric"
+IMAGE_GLIBC = (2, 34)  # Amazon Linux 2023, the base of the python:3.12 Lambda image
+_ARCH = {"x86_64": "x86_64", "amd64": "x86_64", "aarch64": "aarch64", "arm64": "aarch64"}
+
+
+class TaskRootError(RuntimeError):
+    """The task root cannot be built or is missing; the message says what to run."""
+
+
+@dataclass(frozen=True)
+class ImageRecipe:
+    """What the Dockerfile says about the image: its Python version and pip flags."""
+
+    python_version: str
+    pip_flags: tuple[str, ...]
+
+
+def read_dockerfile(path: Path | None = None) -> ImageRecipe:
+    """The Python version (``ARG PYTHON_VERSION``) and the ``pip install`` flags."""
+    text = (path or project_root() / "Dockerfile").read_text(encoding="utf-8")
+    text = re.sub(r"\\\n", " ", text)
+    version = re.search(r"^ARG PYTHON_VERSION=(\d+\.\d+)", text, re.MULTILINE)
+    pip = re.search(r"\bpip install\s+([^&\n]*)", text)
+    if version is None or pip is None:
+        raise TaskRootError(f"{path or 'Dockerfile'}: no ARG PYTHON_VERSION or pip install")
+    flags, words = [], shlex.split(pip.group(1))
+    while words:
+        word = words.pop(0)
+        if word in ("--target", "-t", "-r", "--requirement"):
+            words.pop(0)  # the image's paths, not ours
+        elif word.startswith("-"):
+            flags.append(word)
+    return ImageRecipe(version.group(1), tuple(flags))
+
+
+@dataclass(frozen=True)
+class Python:
+    """An interpreter installation to run the function on (mounted as ``/var/lang``)."""
+
+    executable: str  # the real binary, under prefix
+    prefix: str  # sys.base_prefix: never a virtualenv
+    version: str  # "3.12"
+
+    @property
+    def relative_executable(self) -> str:
+        return os.path.relpath(self.executable, self.prefix)
+
+    @property
+    def site_packages(self) -> str:
+        """Relative to the prefix, as on Linux."""
+        return f"lib/python{self.version}/site-packages"
+
+
+def _probe(executable: str) -> Python | None:
+    code = (
+        "import os, sys; v = sys.version_info; "
+        "exe = os.path.join(sys.base_prefix, 'bin', f'python{v[0]}.{v[1]}'); "
+        "print(exe if os.path.exists(exe) else os.path.realpath(sys.executable)); "
+        "print(sys.base_prefix); print(f'{v[0]}.{v[1]}')"
+    )
+    try:
+        out = subprocess.run(
+            [executable, "-S", "-c", code], capture_output=True, text=True, timeout=30, check=True
+        ).stdout.split("\n")
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return Python(out[0], out[1], out[2])
+
+
+def find_python(version: str) -> Python | None:
+    """An installed CPython ``version`` (``$LAMBDA_PYTHON``, ``pythonX.Y`` on PATH, pyenv)."""
+    candidates = [os.environ.get("LAMBDA_PYTHON", ""), shutil.which(f"python{version}") or ""]
+    pyenv = Path(os.environ.get("PYENV_ROOT", Path.home() / ".pyenv")) / "versions"
+    candidates += sorted(map(str, pyenv.glob(f"{version}.*/bin/python{version}")), reverse=True)
+    for candidate in filter(None, candidates):
+        found = _probe(candidate)
+        if found is not None and found.version == version:
+            return found
+    return None
+
+
+def runtime_python(recipe: ImageRecipe | None = None) -> Python:
+    """The image's Python version if this machine has it, else this interpreter's base."""
+    found = find_python((recipe or read_dockerfile()).python_version) or _probe(sys.executable)
+    if found is None:
+        raise TaskRootError(f"cannot describe {sys.executable}")
+    return found
+
+
+def _platform_flags(version: str) -> list[str]:
+    arch = _ARCH.get(platform.machine().lower(), platform.machine())
+    tags = [
+        f"manylinux_{IMAGE_GLIBC[0]}_{minor}_{arch}" for minor in range(IMAGE_GLIBC[1], 16, -1)
+    ]
+    flags = ["--python-version", version, "--implementation", "cp"]
+    flags += ["--abi", f"cp{version.replace('.', '')}"]
+    for tag in [*tags, f"manylinux2014_{arch}"]:
+        flags += ["--platform", tag]
+    return flags
+
+
+def _runtime_pins() -> list[str]:
+    """``awslambdaric`` and its requirements at the versions installed from poetry.lock."""
+    pins = [f"{RUNTIME_CLIENT}=={importlib.metadata.version(RUNTIME_CLIENT)}"]
+    for req in importlib.metadata.requires(RUNTIME_CLIENT) or []:
+        name = re.split(r"[<>=!~;\[\s]", req, maxsplit=1)[0]
+        pins.append(f"{name}=={importlib.metadata.version(name)}")
+    return pins
+
+
+def _install(dest: Path, python: Python, args: list[str], flags: tuple[str, ...]) -> Path:
+    """``pip install`` ``args`` into ``dest`` for the image's platform, then byte-compile."""
+    if (dest / ".complete").exists():
+        return dest
+    tmp = dest.with_name(f".{dest.name}.{os.getpid()}.tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    flags = tuple(f for f in flags if f != "--no-cache-dir")  # pip's cache may serve offline
+    cmd = [sys.executable, "-m", "pip", "install", "--quiet", *flags, "--no-compile"]
+    cmd += [*_platform_flags(python.version), "--target", str(tmp), *args]
+    done = subprocess.run(cmd, capture_output=True, text=True)
+    if done.returncode != 0:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise TaskRootError(
+            f"pip could not build {dest} (it needs a package registry once; run `make setup` "
+            f"where one is reachable):\n{done.stderr.strip()}"
+        )
+    # the image's pip byte-compiles with the image's Python; the task root is read-only later
+    subprocess.run([python.executable, "-m", "compileall", "-q", "-j0", str(tmp)], check=True)
+    (tmp / ".complete").write_text(json.dumps(args) + "\n")
+    shutil.rmtree(dest, ignore_errors=True)
+    os.replace(tmp, dest)
+    return dest
+
+
+def _digest(*parts: object) -> str:
+    return hashlib.sha256(json.dumps(parts, default=str).encode()).hexdigest()[:12]
+
+
+@dataclass(frozen=True)
+class Build:
+    """The pieces the image adds to ``lambda_app/``: Python, runtime client, requirements."""
+
+    python: Python
+    runtime_dir: Path  # /var/runtime
+    deps_dir: Path | None  # what the Dockerfile pip-installs into the task root
+    image_python: str  # the Dockerfile's Python version
+
+    @property
+    def matches_image(self) -> bool:
+        return self.python.version == self.image_python
+
+
+def build(requirements: Path | None, root: Path | None = None) -> Build:
+    """Build, or reuse when up to date, the runtime client and ``requirements`` under ``.lambda/``.
+
+    Each piece lives in a folder named after what it was built from, so a change of
+    ``requirements.txt``, of the locked runtime client or of the Python version builds anew.
+    """
+    root = root or project_root() / BUILD_DIR_NAME
+    recipe = read_dockerfile()
+    python = runtime_python(recipe)
+    base = root / f"python{python.version}"
+    pins = _runtime_pins()
+    runtime = _install(base / f"runtime-{_digest(pins)}", python, pins, recipe.pip_flags)
+    deps = None
+    if requirements is not None and Path(requirements).is_file():
+        text = Path(requirements).read_text(encoding="utf-8")
+        deps = _install(
+            base / f"task-{_digest(text, recipe.pip_flags)}",
+            python,
+            ["-r", str(requirements)],
+            recipe.pip_flags,
+        )
+    return Build(python, runtime, deps, recipe.python_version)
+
+
+def _dockerignored_in_app() -> Callable[[str, list[str]], set[str]]:
+    """``.dockerignore``'s ``lambda_app/**/NAME`` patterns, as ``copytree``'s ``ignore``."""
+    lines = (line.strip() for line in (project_root() / ".dockerignore").read_text().split("\n"))
+    return shutil.ignore_patterns(*(ln[14:] for ln in lines if ln.startswith("lambda_app/**/")))
+
+
+def stage_app(app_dir: Path, dest: Path, python: Python, model_path: Path | None = None) -> Path:
+    """Copy ``app_dir`` to ``dest`` as ``COPY lambda_app/`` would, and byte-compile it.
+
+    Modes are kept (a file the function's user cannot read stays unreadable). ``model_path``
+    replaces ``model/model.npz`` (with the ``manifest.json`` beside it, if any), as an image
+    built with that model would have it.
+    """
+    shutil.copytree(app_dir, dest, ignore=_dockerignored_in_app())
+    if model_path is not None:
+        model_dir = dest / "model"
+        shutil.rmtree(model_dir, ignore_errors=True)
+        model_dir.mkdir(mode=0o755)
+        shutil.copy2(model_path, model_dir / "model.npz")
+        manifest = Path(model_path).with_name("manifest.json")
+        if manifest.exists():
+            shutil.copy2(manifest, model_dir / "manifest.json")
+    subprocess.run([python.executable, "-m", "compileall", "-q", str(dest)], check=False)
+    dest.chmod(0o755)
+    return dest
+
+
+SETUP_REQUIREMENTS = (
+    "lambda_app/requirements.txt",  # what ships
+    "src/mnist_lambda/bench/tutorial_app/requirements.txt",  # the benchmark's tutorial image
+)
+
+
+def main() -> int:
+    """``python -m mnist_lambda.local_stack.task_root``: build ``.lambda/`` (a set-up step)."""
+    for requirements in SETUP_REQUIREMENTS:
+        found = build(project_root() / requirements)
+        note = "" if found.matches_image else f"; the image has {found.image_python}: not found"
+        print(f"setup: task root for {requirements} on Python {found.python.version}{note}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
