@@ -20,8 +20,7 @@ import pytest
 import requests
 from stack_helpers import ServeProcess, wait_until
 
-from mnist_lambda.local_stack import procs
-from mnist_lambda.local_stack.client import make_s3_client
+from mnist_lambda.local_stack import make_s3_client, procs
 from mnist_lambda.local_stack.task_root import read_dockerfile
 
 pytestmark = [pytest.mark.timeout(300), pytest.mark.e2e]
@@ -33,7 +32,8 @@ PROBE = """
 import errno, json, os, sys, time
 
 def handler(event, context):
-    cmd = json.loads(event.get("body") or "{}")
+    query = event.get("queryStringParameters") or {}  # a body the API's validator lets by
+    cmd = json.loads(query.get("cmd") or event.get("body") or "{}")
     out = {}
     if "imports" in cmd:
         for name in cmd["imports"]:
@@ -139,8 +139,8 @@ def serve(tmp_path: Path) -> Iterator[Any]:
         proc.wait(30)
 
 
-def call(stack: ServeProcess, body: dict[str, Any]) -> requests.Response:
-    return requests.post(stack.info["predict_url"], json=body, timeout=60)
+def call(stack: ServeProcess, body: dict[str, Any], **query: str) -> requests.Response:
+    return requests.post(stack.info["predict_url"], json=body, params=query, timeout=60)
 
 
 def test_function_runs_what_ships_on_the_image_python(serve, probe_app) -> None:
@@ -268,7 +268,10 @@ def test_s3_refuses_what_the_policy_does_not_allow(iam_stack: ServeProcess) -> N
         ["put", "predictions/p.json"], ["put", "secret/p.json"], ["put", f"{PREFIX}p.json"],
         ["delete", f"{PREFIX}a.npy"], ["delete", "predictions/p.json"],
     ]  # fmt: skip
-    seen = call(iam_stack, {"bucket": BUCKET, "s3": ops}).json()
+    cmd = json.dumps({"bucket": BUCKET, "s3": ops})
+    resp = call(iam_stack, {"bucket": BUCKET, "key": f"{PREFIX}a.npy"}, cmd=cmd)
+    assert resp.status_code == 200, resp.text
+    seen = resp.json()
     assert {f"{op} {key}": seen[f"{op} {key}"] for op, key in ops} == {
         f"get {PREFIX}a.npy": "ok",
         "get secret/b.npy": "AccessDenied",

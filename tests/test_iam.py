@@ -20,7 +20,7 @@ import requests
 from botocore.config import Config
 from botocore.exceptions import ClientError
 
-from mnist_lambda.local_stack import iam
+from mnist_lambda.local_stack import s3_server as iam
 from mnist_lambda.local_stack.cfn_template import load_stack_spec
 from mnist_lambda.local_stack.s3_server import S3Server
 
@@ -155,7 +155,7 @@ def test_admin_can_do_everything(stack: tuple[str, iam.Credentials]) -> None:
     admin.create_bucket(Bucket="scratch-bucket")
     admin.delete_bucket(Bucket="scratch-bucket")
     users = {u["UserName"] for u in iam_client(url, creds.admin).list_users()["Users"]}
-    assert {"admin", "predict-function"} <= users
+    assert {"admin", "function"} <= users
 
 
 def test_unknown_or_forged_credentials_are_refused(stack: tuple[str, iam.Credentials]) -> None:

@@ -16,9 +16,8 @@ import requests
 from stack_helpers import ServeProcess, wait_until, write_echo_app
 
 from mnist_lambda import local_stack
-from mnist_lambda.local_stack import procs
+from mnist_lambda.local_stack import make_s3_client, procs
 from mnist_lambda.local_stack.cfn_template import load_stack_spec
-from mnist_lambda.local_stack.client import make_s3_client
 from mnist_lambda.local_stack.lambda_emulator import find_rie, function_environment
 from mnist_lambda.local_stack.s3_server import S3Server
 from mnist_lambda.local_stack.supervisor import serve_main

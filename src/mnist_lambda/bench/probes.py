@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import psutil
 
 
 def machine() -> dict[str, Any]:
@@ -38,17 +39,10 @@ def machine() -> dict[str, Any]:
 
 
 def child_pids(pid: int) -> list[int]:
-    """Direct children of ``pid``, from /proc."""
-    children = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        with contextlib.suppress(OSError, ValueError, IndexError):
-            stat = (entry / "stat").read_text()
-            ppid = int(stat[stat.rindex(")") + 2 :].split()[1])
-            if ppid == pid:
-                children.append(int(entry.name))
-    return sorted(children)
+    """Direct children of ``pid``."""
+    with contextlib.suppress(psutil.Error):
+        return sorted(child.pid for child in psutil.Process(pid).children())
+    return []
 
 
 def vm_hwm_mb(pid: int) -> float | None:

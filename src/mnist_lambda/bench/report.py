@@ -223,7 +223,7 @@ def markdown(results: dict[str, Any], profile: Profile) -> str:
             mark(key) if key in t else "",
         )
     row(
-        "peak memory of the function process, VmHWM (MB)",
+        "peak memory, Max Memory Used of the environment (MB)",
         f"{s[A]['peak_mb'] or 0:,.0f}",
         f"{s[B]['peak_mb'] or 0:,.0f}",
         f"{(s[A]['peak_mb'] or 0) / (s[B]['peak_mb'] or 1):.1f}x",

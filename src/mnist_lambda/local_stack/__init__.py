@@ -1,8 +1,235 @@
 """The Docker-free local serverless stack: S3 (moto) + Lambda (aws-lambda-rie) + API Gateway.
 
-This package is the client side (:mod:`.client`): start, find, redeploy and stop a stack, and
-reach its S3. The server side (``mnist-lambda serve``) is :mod:`.supervisor`, run as a process.
+This package is the client side, for a notebook, ``predict-batch``, ``bench`` or a test; it imports
+nothing of the server side (``mnist-lambda serve``, :mod:`.supervisor`). :func:`start` runs the
+supervisor detached (``python -m mnist_lambda.local_stack``) and every function finds it again
+through ``<state_dir>/local_stack.json`` (its log is ``<state_dir>/local_stack.log``)::
+
+    info = local_stack.start(Path("outputs/stack"))
+    local_stack.s3_client(info).upload_file("digits.npy", info.bucket, "digits.npy")
+    requests.post(info.predict_url, json={"bucket": info.bucket, "key": "digits.npy"})
+    local_stack.redeploy(Path("outputs/stack"))  # next request is a cold start
+    local_stack.stop(Path("outputs/stack"))
 """
 
-from mnist_lambda.local_stack.client import *  # noqa: F403
-from mnist_lambda.local_stack.client import __all__  # noqa: F401
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from subprocess import DEVNULL
+from typing import Any
+
+import psutil
+
+DEFAULT_BUCKET = "mnist-lambda-local"
+DEFAULT_REGION = "us-east-1"
+STATE_FILE_NAME = "local_stack.json"
+LOG_FILE_NAME = "local_stack.log"
+
+_CHILDREN: dict[int, subprocess.Popen[bytes]] = {}  # supervisors started by this process
+
+
+@dataclass(frozen=True)
+class StackInfo:
+    """A running local stack, as its ready line (and state file) describes it."""
+
+    predict_url: str
+    s3_url: str
+    bucket: str
+    region: str
+    pid: int
+    instances: int
+    generation: int
+    state_file: Path
+    s3_credentials: Mapping[str, str] = field(default_factory=dict)  # an S3 administrator's keys
+    api_url: str = ""
+    stage: str = ""
+    port: int = 0
+    s3_port: int = 0
+    emulator_pids: tuple[int, ...] = ()
+    s3_pid: int | None = None
+    log_file: Path | None = None
+    raw: Mapping[str, Any] = field(default_factory=dict, compare=False, repr=False)
+
+    @property
+    def memory_mb(self) -> int:
+        """``MemorySize`` of the (first) function, from the template."""
+        functions = self.raw.get("functions") or {}
+        return int(next(iter(functions.values()))["memory_size"]) if functions else 0
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any], state_file: Path) -> StackInfo:
+        """Build from the ready JSON."""
+        log_file = state_file.with_name(LOG_FILE_NAME)
+        names = {f.name for f in fields(cls)} - {"state_file", "log_file", "raw", "emulator_pids"}
+        return cls(
+            **{k: data[k] for k in names if k in data},
+            emulator_pids=tuple(data.get("emulator_pids", ())),
+            state_file=state_file,
+            log_file=log_file if log_file.exists() else None,
+            raw=dict(data),
+        )
+
+
+def make_s3_client(
+    endpoint_url: str, region: str = DEFAULT_REGION, credentials: Mapping[str, str] | None = None
+) -> Any:
+    """A boto3 S3 client for a local endpoint (path-style, two attempts at most)."""
+    import boto3
+    from botocore.config import Config
+
+    return boto3.session.Session().client(
+        "s3",
+        endpoint_url=endpoint_url,
+        region_name=region,
+        config=Config(retries={"max_attempts": 2}, s3={"addressing_style": "path"}),
+        **dict(credentials or {"aws_access_key_id": "testing", "aws_secret_access_key": "x"}),
+    )
+
+
+def s3_client(info: StackInfo) -> Any:
+    """A boto3 S3 client for the stack's S3, signed with its administrator's credentials."""
+    return make_s3_client(info.s3_url, info.region, info.s3_credentials)
+
+
+def _load(state_file: Path) -> dict[str, Any] | None:
+    try:
+        data = json.loads(state_file.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) and "pid" in data else None
+
+
+def _alive(data: Mapping[str, Any]) -> bool:
+    pid = int(data["pid"])
+    if pid in _CHILDREN and _CHILDREN[pid].poll() is not None:
+        del _CHILDREN[pid]  # reaped
+    try:
+        proc = psutil.Process(pid)
+        started = proc.create_time()
+        zombie = proc.status() == psutil.STATUS_ZOMBIE
+    except psutil.Error:
+        return False
+    recorded = data.get("pid_start_time")
+    return not zombie and (recorded is None or abs(started - recorded) < 1)  # pid not reused
+
+
+def read(state_dir: Path) -> StackInfo | None:
+    """The stack recorded in ``state_dir``, or None if there is none or it is not running."""
+    state_file = Path(state_dir) / STATE_FILE_NAME
+    if (data := _load(state_file)) is None or not _alive(data):
+        return None
+    return StackInfo.from_dict(data, state_file)
+
+
+def _log_tail(log_file: Path, lines: int = 20) -> str:
+    with contextlib.suppress(OSError):
+        return "\n".join(log_file.read_text(errors="replace").splitlines()[-lines:])
+    return ""
+
+
+def start(
+    state_dir: Path,
+    *,
+    instances: int = 1,
+    bucket: str = DEFAULT_BUCKET,
+    app_dir: Path | None = None,
+    template: Path | None = None,
+    timeout: float = 60,
+    model_path: Path | None = None,
+    port: int = 0,
+    s3_port: int = 0,
+    extra_args: Sequence[str] = (),
+) -> StackInfo:
+    """Start a detached stack recorded in ``state_dir``, or return the one running there whatever
+    the arguments. ``extra_args`` go to ``mnist-lambda serve`` as they are."""
+    state_dir = Path(state_dir)
+    state_dir.mkdir(parents=True, exist_ok=True)
+    state_file, log_file = state_dir / STATE_FILE_NAME, state_dir / LOG_FILE_NAME
+    with open(state_dir / ".local_stack.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if (existing := read(state_dir)) is not None:
+            return existing
+        state_file.unlink(missing_ok=True)
+        cmd = [sys.executable, "-m", "mnist_lambda.local_stack", "--state-file", str(state_file)]
+        cmd += ["--instances", str(instances), "--bucket", bucket]
+        cmd += ["--port", str(port), "--s3-port", str(s3_port)]
+        paths = {"--app-dir": app_dir, "--template": template, "--model-path": model_path}
+        for flag, path in paths.items():
+            if path is not None:
+                cmd += [flag, str(Path(path).resolve())]
+        cmd += list(extra_args)
+        with open(log_file, "ab") as log:
+            proc = subprocess.Popen(
+                cmd, stdin=DEVNULL, stdout=DEVNULL, stderr=log, start_new_session=True
+            )
+        _CHILDREN[proc.pid] = proc
+        deadline = time.monotonic() + timeout
+        while True:
+            if (data := _load(state_file)) is not None and data.get("pid") == proc.pid:
+                return StackInfo.from_dict(data, state_file)
+            if proc.poll() is not None:
+                raise RuntimeError(
+                    f"local stack exited with {proc.returncode} while starting; "
+                    f"{log_file}:\n{_log_tail(log_file)}"
+                )
+            if time.monotonic() > deadline:
+                _terminate(proc.pid, 10)
+                raise TimeoutError(
+                    f"local stack not ready after {timeout} s; {log_file}:\n{_log_tail(log_file)}"
+                )
+            time.sleep(0.05)
+
+
+def _terminate(pid: int, timeout: float) -> None:
+    """SIGTERM ``pid``, SIGKILL after ``timeout`` (its children get their parent-death signal)."""
+    try:
+        proc = psutil.Process(pid)
+        proc.terminate()
+        proc.wait(timeout)
+    except psutil.TimeoutExpired:
+        proc.kill()
+    except psutil.Error:
+        pass
+    if pid in _CHILDREN:
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            _CHILDREN.pop(pid).wait(5)
+
+
+def stop(state_dir: Path, timeout: float = 20) -> None:
+    """Stop the stack recorded in ``state_dir`` (SIGTERM, then SIGKILL); idempotent."""
+    state_file = Path(state_dir) / STATE_FILE_NAME
+    if (data := _load(state_file)) is not None and _alive(data):
+        _terminate(int(data["pid"]), timeout)
+    state_file.unlink(missing_ok=True)
+
+
+def redeploy(state_dir: Path, timeout: float = 60) -> StackInfo:
+    """Replace the function instances (SIGHUP); return once the new generation is recorded."""
+    if (info := read(state_dir)) is None:
+        raise RuntimeError(f"no local stack is running in {state_dir}")
+    os.kill(info.pid, signal.SIGHUP)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if (current := read(state_dir)) is None:
+            raise RuntimeError(f"the local stack in {state_dir} stopped during the redeploy")
+        if current.generation > info.generation:
+            return current
+        time.sleep(0.05)
+    raise TimeoutError(f"redeploy not done after {timeout} s")
+
+
+def template_memory_mb(template: Path | None = None) -> int:
+    """The function memory the template configures by default, in MB."""
+    from mnist_lambda.local_stack.cfn_template import function_settings
+
+    return function_settings(template).function.memory_size

@@ -1,50 +1,23 @@
 """An API Gateway REST API in front of the emulated function (Lambda proxy integration).
 
-A werkzeug WSGI app: each HTTP request becomes a REST API (payload v1.0) proxy event, is invoked
-through a :class:`~mnist_lambda.local_stack.lambda_emulator.FunctionPool`, and the proxy result
-is mapped back. API Gateway's own answers are reproduced:
-
-=====================================================  ====  ====================================
-condition                                              code  body
-=====================================================  ====  ====================================
-no such resource/method (REST APIs)                    403   Missing Authentication Token
-over the stage's throttle (token bucket: rate, burst)  429   Too Many Requests
-body fails the method's request validator (OpenAPI)    400   Invalid request body
-request body over 10 MB (declared: before reading)     413   Request Too Long
-event over Lambda's 6 MB invocation limit              413   Request Too Long
-no answer within the integration timeout (29 s)        504   Endpoint request timed out
-function error, malformed proxy result, response over
-Lambda's 6 MB, emulator dead or refusing connections   502   Internal server error
-=====================================================  ====  ====================================
-
-Checked in that order: declared size, route, throttle, body (read up to the limit), validator,
-event size, invocation. The throttle is the stage's ``MethodSettings`` (``spec.throttling``): a
-token bucket of ``burst`` tokens refilled at ``rate`` per second; a stage without one is not
-throttled. Routes are served as ``/<stage>/<path>`` (as on ``execute-api``) and as ``/<path>``.
-werkzeug's server closes the connection after each response (no keep-alive).
-
-Request validation follows the API's OpenAPI definition (``DefinitionBody``, e.g. an
-``AWS::Include`` of ``openapi/predict.yaml``) as API Gateway applies it: when the method's
-``x-amazon-apigateway-request-validator`` (or the document's default) has
-``validateRequestBody``, the body must be JSON matching the ``requestBody`` schema for the
-request's Content-Type (``application/json`` when there is none; a type without a schema is not
-validated), checked with JSON Schema draft 4 before the function is invoked.
+A werkzeug WSGI app: each request becomes a REST API (payload v1.0) proxy event for a
+:class:`~.lambda_emulator.FunctionPool`, and the proxy result is mapped back. API Gateway's own
+answers, their order, the throttle and request validation: see docs/local-stack.md.
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
-import dataclasses
 import hashlib
 import json
 import logging
 import os
+import re
 import threading
 import time
 import uuid
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote, urlsplit
 
@@ -67,22 +40,50 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("mnist_lambda.local_stack.api")
 
-# fmt: off
 _PROXY_RESULT_KEYS = {"statusCode", "headers", "multiValueHeaders", "body", "isBase64Encoded"}
-_TEXT_SUBTYPES = {"json", "xml", "javascript", "x-www-form-urlencoded", "graphql", "yaml",
-                  "x-yaml", "csv", "html", "x-ndjson"}
-# request headers API Gateway does not pass to the integration
-_DROP_REQUEST_HEADERS = {"connection", "keep-alive", "transfer-encoding", "expect", "te",
-                         "upgrade", "proxy-connection"}
-# response headers API Gateway renames to x-amzn-Remapped-<name>, or drops
-_REMAP_RESPONSE_HEADERS = {"authorization", "connection", "content-md5", "date", "expect", "host",
-                           "max-forwards", "proxy-authenticate", "server", "te", "trailer",
-                           "transfer-encoding", "upgrade", "user-agent", "www-authenticate"}
-_DROP_RESPONSE_HEADERS = {"content-length", "keep-alive"}
-_IDENTITY_UNSET = ("cognitoIdentityPoolId", "accountId", "cognitoIdentityId", "caller",
-                   "principalOrgId", "accessKey", "cognitoAuthenticationType",
-                   "cognitoAuthenticationProvider", "userArn", "user")
-# fmt: on
+_TEXT_SUBTYPE = re.compile(  # media subtypes API Gateway passes as text (anything else: base64)
+    r"json|xml|javascript|x-www-form-urlencoded|graphql|(x-)?yaml|csv|html|x-ndjson|.*\+(json|xml)"
+)
+_DROP_REQUEST_HEADERS = {  # request headers API Gateway does not pass to the integration
+    "connection",
+    "keep-alive",
+    "transfer-encoding",
+    "expect",
+    "te",
+    "upgrade",
+    "proxy-connection",
+}
+_REMAP_RESPONSE_HEADERS = {  # response headers API Gateway renames to x-amzn-Remapped-<name>
+    "authorization",
+    "connection",
+    "content-md5",
+    "date",
+    "expect",
+    "host",
+    "max-forwards",
+    "proxy-authenticate",
+    "server",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+    "user-agent",
+    "www-authenticate",
+}
+_DROP_RESPONSE_HEADERS = {"content-length", "keep-alive"}  # and those it drops
+_IDENTITY_UNSET = (
+    "cognitoIdentityPoolId",
+    "accountId",
+    "cognitoIdentityId",
+    "caller",
+    "principalOrgId",
+    "accessKey",
+    "cognitoAuthenticationType",
+    "cognitoAuthenticationProvider",
+    "userArn",
+    "user",
+)
+_VALIDATOR = "x-amazon-apigateway-request-validator"
 _ERROR_TYPES = {
     400: "BadRequestException",
     403: "MissingAuthenticationTokenException",
@@ -95,27 +96,21 @@ class BodyValidator:
     """API Gateway's request body validation for one method, from its OpenAPI operation."""
 
     def __init__(self, definition: Mapping[str, Any], operation: Mapping[str, Any]) -> None:
-        validators = definition.get("x-amazon-apigateway-request-validators") or {}
-        name = operation.get(
-            "x-amazon-apigateway-request-validator",
-            definition.get("x-amazon-apigateway-request-validator"),
-        )
+        validators = definition.get(f"{_VALIDATOR}s") or {}
+        name = operation.get(_VALIDATOR, definition.get(_VALIDATOR))
         settings = (validators.get(name) or {}) if name else {}
         self.enabled = bool(settings.get("validateRequestBody"))
         content = (operation.get("requestBody") or {}).get("content") or {}
         root = {k: v for k, v in definition.items() if k in ("components", "definitions")}
         self.schemas: dict[str, Any] = {}
         for media, entry in content.items():
-            schema = (entry or {}).get("schema")
-            if isinstance(schema, dict):
+            if isinstance(schema := (entry or {}).get("schema"), dict):
                 self.schemas[media.lower()] = jsonschema.Draft4Validator({**root, **schema})
 
     def check(self, content_type: str | None, body: bytes) -> bool:
         """Whether API Gateway would let this body through to the integration."""
-        if not self.enabled:
-            return True
         validator = self.schemas.get(_media_type(content_type) or "application/json")
-        if validator is None:
+        if not self.enabled or validator is None:
             return True  # no model for this content type: API Gateway does not validate
         try:
             return validator.is_valid(json.loads(body.decode("utf-8")))
@@ -127,9 +122,7 @@ def body_validators(spec: StackSpec) -> dict[tuple[str, str, str], BodyValidator
     """(api, METHOD, path) -> validator, for every route whose API has an OpenAPI definition."""
     found: dict[tuple[str, str, str], BodyValidator] = {}
     for route in spec.routes:
-        definition = spec.definitions.get(route.api)
-        if not definition:
-            continue
+        definition = spec.definitions.get(route.api) or {}
         item = (definition.get("paths") or {}).get(route.path) or {}
         method = "x-amazon-apigateway-any-method" if route.method == "ANY" else route.method
         operation = item.get(method.lower()) or item.get("x-amazon-apigateway-any-method")
@@ -162,45 +155,34 @@ class BadGateway(Exception):
     """The integration's answer cannot be turned into an HTTP response (-> 502)."""
 
 
-@dataclass(frozen=True)
-class Reply:
-    """An HTTP response to send."""
-
-    status: int
-    headers: list[tuple[str, str]]
-    body: bytes
-    instance: str = "-"
-    note: str = ""  # for the request log line
-
-
-def gateway_reply(status: int, message: str) -> Reply:
+def gateway_reply(status: int, message: str) -> Response:
     """One of API Gateway's own JSON error responses."""
     headers = [("Content-Type", "application/json")]
     if status in _ERROR_TYPES:
         headers.append(("x-amzn-ErrorType", _ERROR_TYPES[status]))
-    return Reply(status, headers, json.dumps({"message": message}).encode())
+    return Response(json.dumps({"message": message}), status, headers)
 
 
 def _media_type(content_type: str | None) -> str:
     return (content_type or "").split(";", 1)[0].strip().lower()
 
 
-def is_text(content_type: str | None, binary_media_types: tuple[str, ...] = ()) -> bool:
-    """Whether a body of this Content-Type goes to the function as text (else base64)."""
+def text_body(body: bytes, content_type: str | None, binary_types: tuple[str, ...]) -> str | None:
+    """The body as the event's text, or None when it goes base64 (binary type, not UTF-8)."""
     media = _media_type(content_type)
-    for pattern in binary_media_types:
-        pattern = pattern.replace("~1", "/").lower()
-        if pattern in ("*/*", media) or (
-            pattern.endswith("/*") and media.startswith(pattern[:-1])
-        ):
-            return False
-    if not media:
-        return True  # no type: text if it decodes as UTF-8
+    for p in (t.replace("~1", "/").lower() for t in binary_types):
+        if p in ("*/*", media) or (p.endswith("/*") and media.startswith(p[:-1])):
+            return None
     main, _, sub = media.partition("/")
-    return main == "text" or sub in _TEXT_SUBTYPES or sub.endswith(("+json", "+xml"))
+    if media and main != "text" and _TEXT_SUBTYPE.fullmatch(sub) is None:
+        return None
+    try:  # no type: text if it decodes as UTF-8
+        return body.decode()
+    except UnicodeDecodeError:
+        return None
 
 
-def map_proxy_result(result: InvokeResult) -> Reply:
+def map_proxy_result(result: InvokeResult) -> Response:
     """Turn the function's proxy result into an HTTP reply; raise BadGateway when AWS would."""
     if result.failure:
         raise BadGateway(result.failure)
@@ -225,8 +207,7 @@ def map_proxy_result(result: InvokeResult) -> Reply:
         status = int(status)
     if not isinstance(status, int) or isinstance(status, bool) or not 100 <= status <= 599:
         raise BadGateway(f"malformed Lambda proxy response: statusCode {status!r}")
-    body = payload.get("body")
-    if body is not None and not isinstance(body, str):
+    if (body := payload.get("body")) is not None and not isinstance(body, str):
         raise BadGateway("malformed Lambda proxy response: body is not a string")
     try:
         b64 = payload.get("isBase64Encoded")
@@ -236,48 +217,28 @@ def map_proxy_result(result: InvokeResult) -> Reply:
     multi, single = payload.get("multiValueHeaders") or {}, payload.get("headers") or {}
     if not isinstance(multi, dict) or not isinstance(single, dict):
         raise BadGateway("malformed Lambda proxy response: headers must be objects")
-    merged: dict[str, list[str]] = {}  # multiValueHeaders win, as in API Gateway
-    for name, values in multi.items():
-        if not isinstance(values, list):
-            raise BadGateway("malformed Lambda proxy response: multiValueHeaders values")
-        merged[str(name)] = [_header_value(v) for v in values]
-    known = {k.lower() for k in merged}
-    merged.update(
-        {str(k): [_header_value(v)] for k, v in single.items() if k.lower() not in known}
-    )
+    if not all(isinstance(values, list) for values in multi.values()):
+        raise BadGateway("malformed Lambda proxy response: multiValueHeaders values")
+    known = {str(k).lower() for k in multi}  # multiValueHeaders win, as in API Gateway
+    merged = [*multi.items(), *((k, [v]) for k, v in single.items() if k.lower() not in known)]
     headers: list[tuple[str, str]] = []
-    for name, values in merged.items():
-        low = name.lower()
+    for name, values in merged:
+        low, texts = str(name).lower(), [_header_value(v) for v in values]
         if low not in _DROP_RESPONSE_HEADERS:
-            out = f"x-amzn-Remapped-{name}" if low in _REMAP_RESPONSE_HEADERS else name
-            headers.extend((out, v) for v in values)
+            out = f"x-amzn-Remapped-{name}" if low in _REMAP_RESPONSE_HEADERS else str(name)
+            headers.extend((out, text) for text in texts)
     if "content-type" not in {k.lower() for k, _ in headers}:
         headers.append(("Content-Type", "application/json"))
-    return Reply(status, headers, data, result.instance)
+    return Response(data, status, headers)
 
 
 def _header_value(value: Any) -> str:
     if isinstance(value, dict | list):
         raise BadGateway("malformed Lambda proxy response: header value is not a scalar")
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    text = "" if value is None else str(value)
+    text = "" if value is None else str(value).lower() if isinstance(value, bool) else str(value)
     if "\r" in text or "\n" in text:
         raise BadGateway("malformed Lambda proxy response: newline in a header value")
     return text
-
-
-def _emulator_headers(result: InvokeResult) -> list[tuple[str, str]]:
-    """The emulator's own numbers (not API Gateway headers): instance, cold start, durations."""
-    headers = [
-        ("X-Lambda-Emulator-Instance", result.instance),
-        ("X-Lambda-Emulator-Cold-Start", "true" if result.cold else "false"),
-    ]
-    if result.init_ms is not None:
-        headers.append(("X-Lambda-Emulator-Init-Duration-Ms", f"{result.init_ms:.2f}"))
-    if result.duration_ms is not None:
-        headers.append(("X-Lambda-Emulator-Duration-Ms", f"{result.duration_ms:.2f}"))
-    return headers
 
 
 def _declared_length(value: str | None) -> int:
@@ -325,15 +286,10 @@ class ApiFront:
         self.validators = body_validators(spec)
         self.buckets = {api: TokenBucket(t) for api, t in spec.throttling.items()}
         self._server: BaseWSGIServer | None = None
-        self._thread: threading.Thread | None = None
 
     @property
     def url(self) -> str:
         return f"http://{procs.HOST}:{self.port}"
-
-    def route_url(self, route: Route) -> str:
-        """The full URL of a route, stage included."""
-        return f"{self.url}/{route.stage}{route.path}"
 
     def start(self) -> None:
         """Bind 127.0.0.1:port (0: a free port) and serve in a background thread."""
@@ -344,48 +300,40 @@ class ApiFront:
         except SystemExit as exc:  # werkzeug exits when it cannot bind
             raise OSError(f"API front cannot listen on {procs.HOST}:{self.port}") from exc
         self._server, self.port = server, server.port
-        self._thread = threading.Thread(
+        threading.Thread(
             target=server.serve_forever, args=(0.2,), daemon=True, name="api-front"
-        )
-        self._thread.start()
+        ).start()
         log.info("API front listening on %s (stages: %s)", self.url, ", ".join(self.spec.stages))
 
     def stop(self) -> None:
         """Stop accepting requests and free the port."""
         if self._server is not None:
-            self._server.shutdown()
+            self._server.shutdown()  # returns once serve_forever has
             self._server.server_close()
             self._server = None
-        if self._thread is not None:
-            self._thread.join(5)
 
-    def find_route(self, path: str, method: str) -> tuple[Route, str, dict[str, str]] | None:
-        """(route, stage, path parameters) for a request path, with or without the stage."""
-        candidates: list[tuple[str | None, str]] = [
-            (stage, path[len(stage) + 1 :] or "/")
-            for stage in self.spec.stages
-            if path == f"/{stage}" or path.startswith(f"/{stage}/")
-        ]
-        for stage, rest in [*candidates, (None, path)]:
+    def find_route(self, path: str, method: str) -> tuple[Route, dict[str, str]] | None:
+        """(route, path parameters) for a request path, with or without the stage."""
+        stages = [s for s in self.spec.stages if path == f"/{s}" or path.startswith(f"/{s}/")]
+        for stage in [*stages, None]:
+            rest = path if stage is None else path[len(stage) + 1 :] or "/"
             for route in self.spec.routes:
-                if stage in (None, route.stage) and route.method in (method, "ANY"):
-                    params = route.match(rest)
-                    if params is not None:
-                        return route, route.stage, params
+                wanted = stage in (None, route.stage) and route.method in (method, "ANY")
+                if wanted and (params := route.match(rest)) is not None:
+                    return route, params
         return None
 
     def build_event(
         self,
         request: Request,
         route: Route,
-        stage: str,
         path_params: dict[str, str],
         body: bytes,
         request_id: str,
         apigw_id: str,
     ) -> dict[str, Any]:
         """The REST API (payload format 1.0) Lambda proxy event for one request."""
-        raw_path = urlsplit(request.environ["RAW_URI"]).path
+        raw_path, stage = urlsplit(request.environ["RAW_URI"]).path, route.stage
         path = unquote(raw_path)
         if path.startswith(f"/{stage}/"):
             path = path[len(stage) + 1 :]
@@ -396,19 +344,16 @@ class ApiFront:
                 multi.setdefault(names.setdefault(name.lower(), name), []).append(value)
         client_ip = request.remote_addr or ""
         trace = f"Root=1-{int(time.time()):08x}-{os.urandom(12).hex()}"
-        added = {"X-Forwarded-For": client_ip, "X-Forwarded-Port": str(self.port),
-                 "X-Forwarded-Proto": "http", "X-Amzn-Trace-Id": trace}  # fmt: skip
+        added = {
+            "X-Forwarded-For": client_ip,
+            "X-Forwarded-Port": str(self.port),
+            "X-Forwarded-Proto": "http",
+            "X-Amzn-Trace-Id": trace,
+        }
         multi |= {k: [v] for k, v in added.items() if k.lower() not in names}
         mquery = dict(request.args.lists())
-        if not body:
-            text_body, b64 = None, False
-        elif is_text(request.content_type, self.spec.binary_media_types):
-            try:
-                text_body, b64 = body.decode("utf-8"), False
-            except UnicodeDecodeError:
-                text_body, b64 = base64.b64encode(body).decode(), True
-        else:
-            text_body, b64 = base64.b64encode(body).decode(), True
+        text = text_body(body, request.content_type, self.spec.binary_media_types)
+        b64 = bool(body) and text is None
         now = time.time()
         host = request.headers.get("Host", f"{procs.HOST}:{self.port}")
         identity: dict[str, Any] = dict.fromkeys(_IDENTITY_UNSET)
@@ -440,11 +385,11 @@ class ApiFront:
                 "domainName": host,
                 "apiId": hashlib.sha1(route.api.encode()).hexdigest()[:10],
             },
-            "body": text_body,
+            "body": base64.b64encode(body).decode() if b64 else text or None,
             "isBase64Encoded": b64,
         }
 
-    def dispatch(self, request: Request, request_id: str, apigw_id: str) -> Reply:
+    def dispatch(self, request: Request, request_id: str, apigw_id: str) -> Response:
         """Check, route, throttle, invoke and map one request."""
         declared = _declared_length(request.headers.get("Content-Length"))
         if declared < 0:
@@ -454,9 +399,8 @@ class ApiFront:
         found = self.find_route(unquote(urlsplit(request.environ["RAW_URI"]).path), request.method)
         if found is None:
             return gateway_reply(403, "Missing Authentication Token")
-        route, stage, params = found
-        bucket = self.buckets.get(route.api)
-        if bucket is not None and not bucket.take():
+        route, params = found
+        if (bucket := self.buckets.get(route.api)) is not None and not bucket.take():
             return gateway_reply(429, "Too Many Requests")
         request.max_content_length = API_GATEWAY_PAYLOAD_BYTES  # chunked bodies too
         try:
@@ -468,8 +412,9 @@ class ApiFront:
         validator = self.validators.get((route.api, route.method, route.path))
         if validator is not None and not validator.check(request.content_type, body):
             return gateway_reply(400, "Invalid request body")
-        deadline = time.monotonic() + self.integration_timeout
-        event = self.build_event(request, route, stage, params, body, request_id, apigw_id)
+        timeout = self.integration_timeout
+        deadline = time.monotonic() + timeout
+        event = self.build_event(request, route, params, body, request_id, apigw_id)
         payload = json.dumps(event).encode()
         if len(payload) > LAMBDA_REQUEST_BYTES:
             log.warning("%s: event of %d bytes is over Lambda's 6 MB", request_id, len(payload))
@@ -477,17 +422,26 @@ class ApiFront:
         try:
             result = self.pools[route.function].invoke(payload, deadline)
         except GatewayTimeout as exc:
-            log.warning("%s: integration timeout after %.1f s (%s)",
-                        request_id, self.integration_timeout, exc)  # fmt: skip
+            log.warning("%s: integration timeout after %.1f s (%s)", request_id, timeout, exc)
             return gateway_reply(504, "Endpoint request timed out")
         try:
             reply = map_proxy_result(result)
         except BadGateway as exc:
             log.warning("%s: 502 from %s: %s", request_id, result.instance, exc)
             reply = gateway_reply(502, "Internal server error")
+        add = reply.headers.add  # the emulator's own numbers (not API Gateway headers)
+        add("X-Lambda-Emulator-Instance", result.instance)
+        add("X-Lambda-Emulator-Cold-Start", str(result.cold).lower())
+        for name, value in (
+            ("Init-Duration-Ms", result.init_ms),
+            ("Duration-Ms", result.duration_ms),
+            ("Max-Memory-Used-Mb", result.max_memory_mb),
+        ):
+            if value is not None:
+                add(f"X-Lambda-Emulator-{name}", f"{value:.2f}")
         cold = f" (cold start, init {result.init_ms:.1f}ms)" if result.init_ms is not None else ""
-        headers = [*reply.headers, *_emulator_headers(result)]
-        return dataclasses.replace(reply, headers=headers, instance=result.instance, note=cold)
+        request.environ["apigw.note"] = result.instance + cold  # for the request's log line
+        return reply
 
     def __call__(self, environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
         """The WSGI app: one reply per request, one log line once it is sent."""
@@ -499,13 +453,12 @@ class ApiFront:
         except Exception:
             log.exception("%s: front failure", request_id)
             reply = gateway_reply(500, "Internal server error")
-        ids = [("x-amzn-RequestId", request_id), ("x-amz-apigw-id", apigw_id)]
-        response = Response(reply.body, reply.status, [*reply.headers, *ids])
+        reply.headers.extend([("x-amzn-RequestId", request_id), ("x-amz-apigw-id", apigw_id)])
 
         def sent() -> None:
             ms = (time.monotonic() - started) * 1000
-            log.info("%s %s %d %.1fms %s%s", request.method, environ["RAW_URI"], reply.status, ms,
-                     reply.instance, reply.note)  # fmt: skip
+            status, note = reply.status_code, environ.get("apigw.note", "-")
+            log.info("%s %s %d %.1fms %s", request.method, environ["RAW_URI"], status, ms, note)
 
-        response.call_on_close(sent)
-        return response(environ, start_response)
+        reply.call_on_close(sent)
+        return reply(environ, start_response)

@@ -22,6 +22,7 @@ from mnist_lambda.aws_limits import (
     DEFAULT_TIMEOUT_S,
     EPHEMERAL_STORAGE_MB,
 )
+from mnist_lambda.paths import project_root
 
 IMPLICIT_API = "ServerlessRestApi"
 IMPLICIT_STAGE = "Prod"  # the stage SAM gives the implicit API
@@ -54,8 +55,7 @@ _CfnLoader.add_multi_constructor("!", _construct_tag)
 
 def load_template_text(path: Path | str) -> Any:
     """A YAML/JSON file that may use CloudFormation's short-form tags."""
-    with open(path, encoding="utf-8") as fh:
-        return yaml.load(fh, Loader=_CfnLoader)
+    return yaml.load(Path(path).read_text(encoding="utf-8"), Loader=_CfnLoader)
 
 
 def load_template(path: Path | str) -> dict[str, Any]:
@@ -68,9 +68,7 @@ def load_template(path: Path | str) -> dict[str, Any]:
 
 def _scalar_str(value: Any) -> str:
     """CloudFormation's string form of a scalar (YAML ``true`` becomes ``"true"``)."""
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    return "" if value is None else str(value)
+    return "" if value is None else str(value).lower() if isinstance(value, bool) else str(value)
 
 
 class _Resolver:
@@ -90,7 +88,8 @@ class _Resolver:
             self.params[name] = _scalar_str(overrides.pop(name, spec.get("Default")))
         if overrides:
             raise TemplateError(f"unknown template parameters: {', '.join(sorted(overrides))}")
-        self.names: dict[str, Any] = {
+        self.names: dict[str, Any] = {  # a resource's Ref is its logical id
+            **{logical_id: logical_id for logical_id in template["Resources"]},
             "AWS::Region": region,
             "AWS::AccountId": ACCOUNT_ID,
             "AWS::StackName": "mnist-lambda-local",
@@ -112,11 +111,9 @@ class _Resolver:
         }
 
     def ref(self, name: Any) -> Any:
-        if name in self.names:
-            return self.names[name]
-        if name in self.resources:
-            return name
-        raise TemplateError(f"Ref to unknown name {name!r}")
+        if name not in self.names:
+            raise TemplateError(f"Ref to unknown name {name!r}")
+        return self.names[name]
 
     def getatt(self, name: str) -> str:
         if name.split(".", 1)[0] not in self.resources:
@@ -166,8 +163,7 @@ class FunctionSpec:
     environment: Mapping[str, str] = field(default_factory=dict)
     package_type: str = "Zip"
     ephemeral_storage_mb: int = EPHEMERAL_STORAGE_MB
-    policies: tuple[Mapping[str, Any], ...] = ()
-    """Inline policy documents of ``Policies`` (SAM policy templates and ARNs are not read)."""
+    policies: tuple[Mapping[str, Any], ...] = ()  # inline documents (not policy templates, ARNs)
     reserved_concurrency: int | None = None
 
 
@@ -186,8 +182,7 @@ class Route:
         pattern = re.escape(self.path)
         pattern = re.sub(r"\\\{(\w+)\\\+\\\}", r"(?P<\1>.+)", pattern)
         pattern = re.sub(r"\\\{(\w+)\\\}", r"(?P<\1>[^/]+)", pattern)
-        found = re.fullmatch(pattern, path)
-        return None if found is None else found.groupdict()
+        return found.groupdict() if (found := re.fullmatch(pattern, path)) else None
 
     @property
     def is_static(self) -> bool:
@@ -209,12 +204,10 @@ class StackSpec:
     functions: Mapping[str, FunctionSpec]
     routes: tuple[Route, ...]
     binary_media_types: tuple[str, ...] = ()
-    parameters: Mapping[str, Any] = field(default_factory=dict)
     warnings: tuple[str, ...] = ()
+    # API logical id -> its OpenAPI definition (if any), its stage-wide throttle (if any)
     definitions: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
-    """API logical id -> its OpenAPI definition (DefinitionBody/DefinitionUri), if it has one."""
     throttling: Mapping[str, Throttle] = field(default_factory=dict)
-    """API logical id -> its stage-wide throttle (``ResourcePath: /*``, ``HttpMethod: *``)."""
 
     @property
     def stages(self) -> tuple[str, ...]:
@@ -243,12 +236,10 @@ def _handler(props: Mapping[str, Any], metadata: Mapping[str, Any], template_dir
 
 
 def api_definition(body: Any, uri: Any, template_dir: Path) -> dict[str, Any] | None:
-    """An API's OpenAPI document (intrinsics unresolved): ``DefinitionBody`` inline, or an
-    ``AWS::Include`` ``Location`` or ``DefinitionUri`` of a local file relative to the template."""
+    """An API's OpenAPI document: inline, or the local file of an AWS::Include or DefinitionUri."""
     location = uri
     if isinstance(body, dict):
-        transform = body.get("Fn::Transform")
-        if transform is None:
+        if (transform := body.get("Fn::Transform")) is None:
             return body
         if not isinstance(transform, dict) or transform.get("Name") != "AWS::Include":
             raise TemplateError(f"DefinitionBody: unsupported transform {transform!r}")
@@ -299,8 +290,7 @@ def load_stack_spec(
             if stage_wide and "ThrottlingRateLimit" in s:
                 burst = int(s.get("ThrottlingBurstLimit", API_GATEWAY_BURST_LIMIT))
                 throttling[logical_id] = Throttle(float(s["ThrottlingRateLimit"]), burst)
-        definition = api_definition(body, uri, template_path.parent)
-        if definition is not None:
+        if (definition := api_definition(body, uri, template_path.parent)) is not None:
             definitions[logical_id] = definition
 
     functions: dict[str, FunctionSpec] = {}
@@ -338,9 +328,9 @@ def load_stack_spec(
     if not routes:
         raise TemplateError(f"{template_path}: no AWS::Serverless::Function has an Api event")
     routes.sort(key=lambda r: (not r.is_static, -len(r.path)))  # static first, as API Gateway
-    binary_types, params = tuple(dict.fromkeys(binary)), resolver.params
+    binary_types = tuple(dict.fromkeys(binary))
     return StackSpec(
-        functions, tuple(routes), binary_types, params, tuple(warnings), definitions, throttling
+        functions, tuple(routes), binary_types, tuple(warnings), definitions, throttling
     )
 
 
@@ -349,8 +339,7 @@ class FunctionSettings:
     """One function's configuration as the template sets it, and its API stage's throttle."""
 
     function: FunctionSpec
-    max_object_bytes: int
-    """The function's ``MAX_OBJECT_BYTES`` (the template's ``MaxObjectBytes``)."""
+    max_object_bytes: int  # the function's MAX_OBJECT_BYTES (the template's MaxObjectBytes)
     throttle: Throttle | None
 
 
@@ -362,12 +351,9 @@ def function_settings(
 ) -> FunctionSettings:
     """``function``'s settings in ``template_path`` (default: the project's template)."""
     if template_path is None:
-        from mnist_lambda.paths import project_root
-
         template_path = project_root() / "template_no_auth.yaml"
     spec = load_stack_spec(template_path, overrides)
-    fn = spec.functions.get(function)
-    if fn is None or "MAX_OBJECT_BYTES" not in fn.environment:
+    if (fn := spec.functions.get(function)) is None or "MAX_OBJECT_BYTES" not in fn.environment:
         raise TemplateError(f"{template_path}: no {function} with a MAX_OBJECT_BYTES variable")
     api = next((r.api for r in spec.routes if r.function == function), "")
     return FunctionSettings(fn, int(fn.environment["MAX_OBJECT_BYTES"]), spec.throttling.get(api))

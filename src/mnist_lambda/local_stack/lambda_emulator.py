@@ -1,13 +1,10 @@
 """The function, run under the real AWS Lambda Runtime Interface Emulator (``aws-lambda-rie``).
 
-One :class:`EmulatorInstance` is one execution environment: an RIE process with the Python
-runtime interface client (``awslambdaric``) as its runtime, in a :class:`~.sandbox.Sandbox`
-(image layout, unprivileged user, ``MemorySize`` and CPU share). Like a Lambda environment it
-runs one invocation at a time and initialises on its first one (the cold start). An environment
-whose runtime died (a crash, the memory limit) is discarded, never reused. A
-:class:`FunctionPool` holds ``instances`` of them (the function's concurrency) on one staged copy
-of the app per deployment, hands each invocation to a free one, and replaces them all on a
-redeploy.
+An :class:`EmulatorInstance` is one execution environment: the RIE with ``awslambdaric`` as its
+runtime, in a :class:`~.sandbox.Sandbox`. Like Lambda's, it runs one invocation at a time, is
+initialised on the first (the cold start) and is discarded once its runtime died. A
+:class:`FunctionPool` holds ``instances`` of them (the concurrency) on one staged copy of the
+app per deployment, and replaces them all on a redeploy.
 """
 
 from __future__ import annotations
@@ -43,21 +40,15 @@ INVOKE_PATH = "/2015-03-31/functions/function/invocations"
 INVOKE_GRACE_S = 10.0  # beyond the function timeout, before an emulator counts as hung
 REPORT_WAIT_S = 0.5  # how long to wait for the RIE's REPORT line after a response
 
-_REPORT_RE = re.compile(r"^REPORT RequestId: \S+\s+(?:Init Duration: [\d.]+ ms\s+)?"
-                        r"Duration: (?P<duration>[\d.]+) ms")  # fmt: skip
+_REPORT_RE = re.compile(
+    r"^REPORT RequestId: \S+\s+(?:Init Duration: [\d.]+ ms\s+)?Duration: (?P<duration>[\d.]+) ms"
+)
 _INIT_RE = re.compile(r"INIT REPORT\(durationMs: (?P<ms>[\d.]+)\)")
 _RAPID_INFO_RE = re.compile(r"\[(INFO|DEBUG)\] \(rapid\)")
 _ENVIRONMENTS = itertools.count(1)
 
 # What a function inherits from the supervisor's environment; everything else is Lambda's own.
-_PASSTHROUGH_ENV = (
-    "PATH",
-    "OMP_NUM_THREADS",
-    "OPENBLAS_NUM_THREADS",
-    "OPENBLAS_CORETYPE",
-    "OPENBLAS_L2_SIZE",
-    "MKL_NUM_THREADS",
-)
+_PASSTHROUGH_ENV = re.compile(r"PATH|(OMP|OPENBLAS|MKL)_NUM_THREADS|OPENBLAS_(CORETYPE|L2_SIZE)")
 
 
 def find_rie() -> Path:
@@ -76,31 +67,24 @@ def function_environment(
     spec: FunctionSpec, overrides: Mapping[str, str] | None = None
 ) -> dict[str, str]:
     """The function's environment: Lambda's reserved variables, the template's, then overrides.
-
-    Nothing else leaks in from the supervisor (no AWS profile, no real credentials); the AWS
-    config files are pointed at /dev/null so a developer's ``~/.aws`` cannot change behaviour.
-    The sandbox adds the path variables (``LAMBDA_TASK_ROOT``, ``PYTHONPATH``, ...).
-    """
-    env = {k: os.environ[k] for k in _PASSTHROUGH_ENV if k in os.environ}
-    env.update(
-        LANG="en_US.UTF-8",
-        TZ=":UTC",
-        AWS_CONFIG_FILE=os.devnull,
-        AWS_SHARED_CREDENTIALS_FILE=os.devnull,
-        AWS_EC2_METADATA_DISABLED="true",
-    )
-    env.update(spec.environment)
-    env.update(
-        AWS_LAMBDA_FUNCTION_NAME=spec.logical_id,
-        AWS_LAMBDA_FUNCTION_VERSION="$LATEST",
-        AWS_LAMBDA_FUNCTION_MEMORY_SIZE=str(spec.memory_size),
-        AWS_LAMBDA_FUNCTION_TIMEOUT=str(spec.timeout),
-        AWS_LAMBDA_LOG_GROUP_NAME=f"/aws/lambda/{spec.logical_id}",
-        AWS_LAMBDA_LOG_STREAM_NAME="local",
-        _HANDLER=spec.handler,
-    )
-    env.update(overrides or {})
-    return env
+    Nothing else leaks in (``~/.aws`` neither); the sandbox adds the path variables."""
+    return {
+        **{k: v for k, v in os.environ.items() if _PASSTHROUGH_ENV.fullmatch(k)},
+        "LANG": "en_US.UTF-8",
+        "TZ": ":UTC",
+        "AWS_CONFIG_FILE": os.devnull,
+        "AWS_SHARED_CREDENTIALS_FILE": os.devnull,
+        "AWS_EC2_METADATA_DISABLED": "true",
+        **spec.environment,
+        "AWS_LAMBDA_FUNCTION_NAME": spec.logical_id,
+        "AWS_LAMBDA_FUNCTION_VERSION": "$LATEST",
+        "AWS_LAMBDA_FUNCTION_MEMORY_SIZE": str(spec.memory_size),
+        "AWS_LAMBDA_FUNCTION_TIMEOUT": str(spec.timeout),
+        "AWS_LAMBDA_LOG_GROUP_NAME": f"/aws/lambda/{spec.logical_id}",
+        "AWS_LAMBDA_LOG_STREAM_NAME": "local",
+        "_HANDLER": spec.handler,
+        **(overrides or {}),
+    }
 
 
 @dataclass(frozen=True)
@@ -116,32 +100,23 @@ class InvokeResult:
     cold: bool = False  # the runtime was initialised for this invocation
     init_ms: float | None = None  # INIT REPORT durationMs (on a cold start)
     duration_ms: float | None = None  # REPORT Duration (the RIE counts init in it when cold)
+    max_memory_mb: float | None = None  # the environment's cgroup peak (limits enforced)
 
 
 class EmulatorInstance:
     """One execution environment: an ``aws-lambda-rie`` process and the runtime it starts."""
 
-    def __init__(
-        self, pool: FunctionPool, app: Path, *, index: int = 1, generation: int = 0
-    ) -> None:
-        self.spec = pool.spec
-        self.env = dict(pool.env)
-        self.sandbox = pool.sandbox
-        self.app = app
-        self.index = index
-        self.generation = generation
+    def __init__(self, pool: FunctionPool, app: Path, index: int, generation: int) -> None:
+        self.spec, self.pool, self.app = pool.spec, pool, app
+        self.index, self.generation = index, generation
         self.name = f"{self.spec.logical_id}-{index}/g{generation}"
         self.port = 0
         self.proc: subprocess.Popen[bytes] | None = None
         self.runtime_pid: int | None = None  # known once it has been initialised
-        self.limits = self.sandbox.limits(f"env-{next(_ENVIRONMENTS)}", self.spec.memory_size)
+        self.limits = pool.sandbox.limits(f"env-{next(_ENVIRONMENTS)}", self.spec.memory_size)
         self._init_ms: float | None = None
         self._reports: queue.SimpleQueue[float] = queue.SimpleQueue()
         self._stopped = False
-
-    @property
-    def pid(self) -> int | None:
-        return self.proc.pid if self.proc is not None else None
 
     def alive(self) -> bool:
         """The RIE runs and, once initialised, so does its runtime (else it is discarded)."""
@@ -151,37 +126,30 @@ class EmulatorInstance:
 
     def start(self, timeout: float = 15.0) -> None:
         """Start the RIE in its sandbox on free ports; wait until it accepts invocations."""
-        rie = find_rie()
-        last_error: Exception | None = None
+        rie, sandbox = find_rie(), self.pool.sandbox
         for _ in range(3):
-            self.port, runtime_port = procs.free_port(), procs.free_port()
-            rie_args = [
-                "--runtime-interface-emulator-address", f"{procs.HOST}:{self.port}",
-                "--runtime-api-address", f"{procs.HOST}:{runtime_port}",
-            ]  # fmt: skip
-            argv, paths, cwd = self.sandbox.command(
-                rie, rie_args, self.spec.handler, self.app, self.spec.ephemeral_storage_mb,
-                self.limits,
-            )  # fmt: skip
-            proc = procs.spawn(argv, env={**self.env, **paths}, cwd=cwd)
+            self.port = procs.free_port()
+            rie_args = ["--runtime-interface-emulator-address", f"{procs.HOST}:{self.port}"]
+            rie_args += ["--runtime-api-address", f"{procs.HOST}:{procs.free_port()}"]
+            argv, paths, cwd = sandbox.command(rie, rie_args, self.spec, self.app, self.limits)
+            proc = procs.spawn(argv, env={**self.pool.env, **paths}, cwd=cwd)
             for stream, kind in ((proc.stdout, "out"), (proc.stderr, "err")):
                 threading.Thread(
                     target=self._pump, args=(stream, kind), daemon=True, name=f"rie-{self.name}"
                 ).start()
             try:
                 procs.wait_port(self.port, proc, timeout)
+                break
             except (RuntimeError, TimeoutError) as exc:
-                last_error = exc
                 procs.kill_tree(proc)
-                continue
-            self.proc = proc
-            log.debug("%s: aws-lambda-rie pid %d on port %d", self.name, proc.pid, self.port)
-            return
-        raise RuntimeError(f"{self.name}: aws-lambda-rie did not start: {last_error}")
+                error = exc
+        else:
+            raise RuntimeError(f"{self.name}: aws-lambda-rie did not start: {error}")
+        self.proc = proc
+        log.debug("%s: aws-lambda-rie pid %d on port %d", self.name, proc.pid, self.port)
 
     def _pump(self, stream: object, kind: str) -> None:
-        """Forward the RIE's output to the log; note its ``INIT REPORT(durationMs: X)`` (stderr)
-        and the ``REPORT ... Duration: X ms`` that ends each invocation (stdout)."""
+        """Log the RIE's output; note its ``INIT REPORT`` (stderr) and each ``REPORT`` (stdout)."""
         for raw in stream:  # type: ignore[attr-defined]
             line = raw.decode("utf-8", "replace").rstrip()
             if kind == "out":
@@ -217,11 +185,8 @@ class EmulatorInstance:
             conn.close()
         if self.limits and self.limits.oom_kills() > oom_before:
             self.runtime_pid = self.runtime_pid or -1  # never reused
-            return InvokeResult(
-                self.name,
-                failure=f"Runtime.OutOfMemory: the environment went over MemorySize "
-                f"{self.spec.memory_size} MB and was killed",
-            )
+            oom = f"went over MemorySize {self.spec.memory_size} MB and was killed"
+            return InvokeResult(self.name, failure=f"Runtime.OutOfMemory: the environment {oom}")
         runtimes = procs.descendants(self.proc.pid) if self.proc is not None else []
         self.runtime_pid = runtimes[0] if runtimes else None  # None: the RIE reset it
         try:
@@ -238,6 +203,7 @@ class EmulatorInstance:
             cold=init_ms is not None,
             init_ms=init_ms,
             duration_ms=duration_ms,
+            max_memory_mb=self.limits.max_memory_mb() if self.limits else None,
         )
 
     def stop(self) -> None:
@@ -254,11 +220,8 @@ class GatewayTimeout(Exception):
 
 
 class FunctionPool:
-    """``instances`` environments of one function: dispatch, replacement, redeploy.
-
-    Each deployment (generation) stages ``app_dir`` once, as building the image would, with
-    ``model_path`` (if given) as its model; its environments share that copy.
-    """
+    """``instances`` environments of one function: dispatch, replacement, redeploy. Each
+    deployment (generation) stages ``app_dir`` once, with ``model_path`` (if any) as its model."""
 
     def __init__(
         self,
@@ -273,36 +236,19 @@ class FunctionPool:
     ) -> None:
         if instances < 1:
             raise ValueError("instances must be >= 1")
-        self.spec = spec
-        self.env = dict(env)
-        self.app_dir = Path(app_dir)
-        self.instances = instances
+        self.spec, self.env, self.instances, self.generation = spec, dict(env), instances, 0
+        self.app_dir, self.model_path, self.on_change = Path(app_dir), model_path, on_change
         self.own_sandbox = sandbox is None
         self.sandbox = sandbox or Sandbox(build(self.app_dir / "requirements.txt"))
-        self.model_path = model_path
-        self.on_change = on_change
-        self.generation = 0
         self._work = Path(tempfile.mkdtemp(prefix=f"mnist-lambda-{spec.logical_id}-"))
-        # LIFO: like Lambda, reuse the most recently used (warm) environment first.
-        self._free: queue.LifoQueue[EmulatorInstance] = queue.LifoQueue()
+        self._free: queue.LifoQueue[EmulatorInstance] = queue.LifoQueue()  # LIFO, as on Lambda
         self._live: set[EmulatorInstance] = set()
-        self._apps: dict[int, Path] = {}
         self._lock = threading.Lock()
         self._workers = concurrent.futures.ThreadPoolExecutor(2 * instances)  # + a redeploy's
         self._closed = False
 
-    def _app(self, generation: int) -> Path:
-        """The staged app of ``generation`` (staged on first use)."""
-        with self._lock:
-            if generation not in self._apps:
-                self._apps[generation] = stage_app(
-                    self.app_dir, self._work / f"g{generation}", self.sandbox.build.python,
-                    self.model_path,
-                )  # fmt: skip
-            return self._apps[generation]
-
-    def _new(self, index: int, generation: int) -> EmulatorInstance:
-        inst = EmulatorInstance(self, self._app(generation), index=index, generation=generation)
+    def _new(self, app: Path, index: int, generation: int) -> EmulatorInstance:
+        inst = EmulatorInstance(self, app, index, generation)
         with self._lock:
             self._live.add(inst)
         try:
@@ -320,10 +266,13 @@ class FunctionPool:
             self._live.discard(inst)
 
     def _start_generation(self, generation: int) -> list[EmulatorInstance]:
+        """Stage the app for ``generation`` and start its environments."""
+        dest, python = self._work / f"g{generation}", self.sandbox.build.python
+        app = stage_app(self.app_dir, dest, python, self.model_path)
         started: list[EmulatorInstance] = []
         try:
             for index in range(1, self.instances + 1):
-                started.append(self._new(index, generation))
+                started.append(self._new(app, index, generation))
         except Exception:
             for inst in started:
                 self._discard(inst)
@@ -334,8 +283,8 @@ class FunctionPool:
         """Start the first generation of environments."""
         for inst in self._start_generation(self.generation):
             self._free.put(inst)
-        log.info("%s: %d environment(s) of %s (%s)", self.spec.logical_id, self.instances,
-                 self.spec.handler, self.spec_summary())  # fmt: skip
+        summary = self.spec_summary()
+        log.info("%s: %d environment(s) (%s)", self.spec.logical_id, self.instances, summary)
 
     def spec_summary(self) -> dict[str, object]:
         """What the ready line says of the function."""
@@ -344,7 +293,7 @@ class FunctionPool:
     def pids(self) -> list[int]:
         """Pids of the live RIE processes."""
         with self._lock:
-            return sorted(i.pid for i in self._live if i.pid is not None and i.alive())
+            return sorted(i.proc.pid for i in self._live if i.proc is not None and i.alive())
 
     def acquire(self, timeout: float) -> EmulatorInstance | None:
         """A free, live instance of the current generation, or None after ``timeout`` s."""
@@ -357,19 +306,15 @@ class FunctionPool:
                 inst = self._free.get(timeout=min(remaining, 0.5))
             except queue.Empty:
                 continue
-            if inst.generation != self.generation:
-                self._retire(inst)
-            elif not inst.alive():
-                self._replace(inst)
-            else:
+            if inst.generation == self.generation and inst.alive():
                 return inst
+            self.release(inst)  # an old or dead one: retired or replaced
 
     def reap_dead(self) -> None:
         """Replace idle environments whose runtime died (a crashed execution environment)."""
         with self._free.mutex:
             dead = [i for i in self._free.queue if not i.alive()]
-            for inst in dead:
-                self._free.queue.remove(inst)
+            self._free.queue[:] = [i for i in self._free.queue if i not in dead]
         for inst in dead:
             self._replace(inst)
 
@@ -384,8 +329,10 @@ class FunctionPool:
         else:
             self._replace(inst)
 
-    def _retire(self, inst: EmulatorInstance) -> None:
-        threading.Thread(target=self._discard, args=(inst,), daemon=True).start()
+    def _retire(self, inst: EmulatorInstance) -> threading.Thread:
+        thread = threading.Thread(target=self._discard, args=(inst,), daemon=True)
+        thread.start()
+        return thread
 
     def _replace(self, inst: EmulatorInstance) -> None:
         """Discard ``inst`` and start a fresh environment in its place, in the background."""
@@ -397,7 +344,7 @@ class FunctionPool:
                 if self._closed or inst.generation != self.generation:
                     return
                 try:
-                    self.release(self._new(inst.index, inst.generation))
+                    self.release(self._new(inst.app, inst.index, inst.generation))
                     return self.on_change() if self.on_change else None
                 except Exception as exc:
                     log.error("%s: replacement failed (%s); retrying", inst.name, exc)
@@ -406,38 +353,25 @@ class FunctionPool:
         threading.Thread(target=run, daemon=True, name=f"replace-{inst.name}").start()
 
     def redeploy(self) -> int:
-        """Replace every instance by a fresh one (cold on its next invocation).
-
-        Idle old instances are stopped at once, busy ones when their invocation ends.
-        Returns the new generation.
-        """
+        """Replace every instance by a fresh one (cold on its next invocation); return the new
+        generation. Idle old instances are stopped at once, busy ones when their call ends."""
         fresh = self._start_generation(self.generation + 1)
         with self._lock:
             self.generation += 1
-        old = []
-        while True:
-            try:
-                old.append(self._free.get_nowait())
-            except queue.Empty:
-                break
+        with self._free.mutex:  # every idle one is of an older generation now
+            old = list(self._free.queue)
+            self._free.queue.clear()
         for inst in fresh:
             self._free.put(inst)
         for inst in old:
-            if inst.generation != self.generation:
-                self._retire(inst)
-            else:
-                self._free.put(inst)
+            self._retire(inst)
         log.info("%s: redeployed, generation %d", self.spec.logical_id, self.generation)
         return self.generation
 
     def invoke(self, payload: bytes, deadline: float) -> InvokeResult:
-        """Invoke on a free environment; raise :class:`GatewayTimeout` at ``deadline``.
-
-        The invocation runs in a worker thread: when the gateway gives up, the environment
-        stays busy until the function returns or times out, as a Lambda environment does.
-        """
-        inst = self.acquire(deadline - time.monotonic())
-        if inst is None:
+        """Invoke on a free environment; raise :class:`GatewayTimeout` at ``deadline`` (the
+        environment stays busy until the function returns, as on Lambda)."""
+        if (inst := self.acquire(deadline - time.monotonic())) is None:
             raise GatewayTimeout("no free function instance")
 
         def work() -> InvokeResult:
@@ -459,14 +393,10 @@ class FunctionPool:
         self._closed = True
         with self._lock:
             live = list(self._live)
-        stoppers = [threading.Thread(target=self._discard, args=(i,), daemon=True) for i in live]
-        for thread in stoppers:
-            thread.start()
-        for thread in stoppers:
+        for thread in [self._retire(inst) for inst in live]:
             thread.join(10)
-        with contextlib.suppress(queue.Empty):
-            while True:
-                self._free.get_nowait()
+        with self._free.mutex:
+            self._free.queue.clear()
         self._workers.shutdown(wait=False)
         shutil.rmtree(self._work, ignore_errors=True)
         if self.own_sandbox:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import functools
 import os
 import signal
 import socket
@@ -19,7 +20,6 @@ import time
 from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import IO, Any
 
 import psutil
 
@@ -46,8 +46,8 @@ def port_open(port: int, host: str = HOST, timeout: float = 0.2) -> bool:
         return False
 
 
-def _child_setup(parent_pid: int, death_signal: int) -> None:  # runs in the child
-    _LIBC.prctl(_PR_SET_PDEATHSIG, death_signal, 0, 0, 0)
+def _child_setup(parent_pid: int) -> None:  # runs in the child
+    _LIBC.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
     if os.getppid() != parent_pid:  # the parent died between fork and prctl
         os._exit(1)
 
@@ -55,27 +55,22 @@ def _child_setup(parent_pid: int, death_signal: int) -> None:  # runs in the chi
 def spawn(
     cmd: Sequence[str],
     *,
-    env: Mapping[str, str] | None = None,
+    env: Mapping[str, str],
     cwd: Path | str | None = None,
-    stdout: int | IO[Any] | None = subprocess.PIPE,
-    stderr: int | IO[Any] | None = subprocess.PIPE,
+    stderr: int = subprocess.PIPE,
 ) -> subprocess.Popen[bytes]:
-    """Start ``cmd`` in a new session, set to get SIGTERM when this process dies."""
-    parent = os.getpid()
-
-    def popen() -> subprocess.Popen[bytes]:
-        return subprocess.Popen(
-            list(cmd),
-            env=dict(env) if env is not None else None,
-            cwd=cwd,
-            stdin=subprocess.DEVNULL,
-            stdout=stdout,
-            stderr=stderr,
-            start_new_session=True,
-            preexec_fn=lambda: _child_setup(parent, signal.SIGTERM),
-        )
-
-    return _SPAWNER.submit(popen).result()
+    """Start ``cmd`` in a new session (output piped), set to get SIGTERM when this process dies."""
+    return _SPAWNER.submit(
+        subprocess.Popen,
+        list(cmd),
+        env=dict(env),
+        cwd=cwd,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=stderr,
+        start_new_session=True,
+        preexec_fn=functools.partial(_child_setup, os.getpid()),
+    ).result()
 
 
 def pid_alive(pid: int) -> bool:
@@ -84,14 +79,6 @@ def pid_alive(pid: int) -> bool:
         return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
     except psutil.Error:
         return False
-
-
-def start_time(pid: int) -> float | None:
-    """When ``pid`` started (guards against pid reuse), or None if it is gone."""
-    try:
-        return psutil.Process(pid).create_time()
-    except psutil.Error:
-        return None
 
 
 def descendants(pid: int) -> list[int]:
@@ -114,10 +101,8 @@ def session_members(sid: int) -> list[psutil.Process]:
 
 
 def kill_tree(proc: subprocess.Popen[bytes], timeout: float = 5.0) -> None:
-    """Stop a child started by :func:`spawn` and everything in its session; reap it.
-
-    SIGTERM to its process group first, SIGKILL to whatever is left after ``timeout``.
-    """
+    """Stop a child started by :func:`spawn` and everything in its session, and reap it:
+    SIGTERM to its process group first, SIGKILL to whatever is left after ``timeout``."""
     family = [p for p in session_members(proc.pid) if p.pid != proc.pid]
     if proc.poll() is None:
         with contextlib.suppress(ProcessLookupError, PermissionError):
@@ -135,11 +120,11 @@ def kill_tree(proc: subprocess.Popen[bytes], timeout: float = 5.0) -> None:
             proc.wait(timeout)
 
 
-def wait_port(port: int, proc: subprocess.Popen[bytes] | None, timeout: float) -> None:
+def wait_port(port: int, proc: subprocess.Popen[bytes], timeout: float) -> None:
     """Wait until ``port`` accepts connections; raise if ``proc`` exits or time runs out."""
     deadline = time.monotonic() + timeout
     while not port_open(port):
-        if proc is not None and proc.poll() is not None:
+        if proc.poll() is not None:
             raise RuntimeError(
                 f"process {proc.pid} exited with {proc.returncode} before listening on port {port}"
             )

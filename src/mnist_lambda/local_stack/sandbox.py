@@ -1,34 +1,31 @@
 """An execution environment's sandbox: the image's file layout, an unprivileged user, limits.
 
-When the stack runs as root, each environment (one ``aws-lambda-rie`` and the runtime it
-starts) is launched with ``unshare --mount`` and sees the layout of the Lambda base image, built
-from mounts private to it:
-
-=================  ==========================================================  ============
-``/var/task``      the staged ``lambda_app/`` over the pip-installed requirements  read-only
-``/var/runtime``   ``awslambdaric`` (the runtime interface client)                 read-only
-``/var/lang``      the Python installation, its site-packages emptied               read-only
-``/tmp``           a fresh tmpfs of the template's ``EphemeralStorage``            writable
-``/dev/shm``       empty (Lambda has no shared memory)                             read-only
-=================  ==========================================================  ============
-
-then drops to ``nobody`` (Lambda never runs code as root) with no supplementary groups and no
-new privileges, inside cgroups holding ``MemorySize`` and the CPU share (:mod:`.cgroups`).
-Not root: the environment runs as the current user on the staged files in place, and the
-ready line says what is not enforced.
+As root, each environment is started with ``unshare --mount`` on the Lambda base image's layout
+(read-only ``/var/task``, private ``/tmp``, ...; see docs/local-stack.md), as ``nobody``, in
+cgroups with a hard memory limit of ``MemorySize`` (no swap: going over kills the runtime, as
+Lambda kills a sandbox) and a CPU quota of ``MemorySize / 1769`` of one CPU, capped at the
+machine's cores. cgroup v1 and v2 are both handled (the maintained Python cgroup packages cover
+one or the other). Not root: an environment runs as the current user on the staged files in
+place, without limits, and the ready line says so.
 """
 
 from __future__ import annotations
 
+import contextlib
+import itertools
 import os
 import shlex
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from mnist_lambda.local_stack.cgroups import Cgroups, EnvironmentLimits, detect
+import psutil
+
+from mnist_lambda.aws_limits import MIB, vcpu_share
+from mnist_lambda.local_stack.cfn_template import FunctionSpec
 from mnist_lambda.local_stack.task_root import Build
 
+CFS_PERIOD_US = 100_000
 SANDBOX_USER = (65534, 65534)  # nobody:nogroup, on every Linux
 TASK_ROOT, RUNTIME_DIR, LANG_DIR = "/var/task", "/var/runtime", "/var/lang"
 RIE_PATH = "/var/rapid/aws-lambda-rie"
@@ -38,6 +35,128 @@ LAMBDA_LD_LIBRARY_PATH = (
     "/var/lang/lib:/lib64:/usr/lib64:/var/runtime:/var/runtime/lib:/var/task:/var/task/lib:"
     "/opt/lib"
 )
+_STACKS = itertools.count(1)
+
+
+class LimitsUnavailable(RuntimeError):
+    """Memory and CPU limits cannot be enforced here; the message says why."""
+
+
+def _write(path: Path, value: object) -> None:
+    path.write_text(f"{value}\n")
+
+
+def _own_path(controller: str) -> str:
+    """This process's cgroup path in the hierarchy of ``controller`` ('' for v2)."""
+    for line in Path("/proc/self/cgroup").read_text().splitlines():
+        _, controllers, path = line.split(":", 2)
+        if controller in controllers.split(","):
+            return path
+    raise LimitsUnavailable(f"this process is in no {controller or 'unified'} cgroup")
+
+
+def _mounts() -> dict[str, Path]:
+    """'memory', 'cpu' (v1) or 'unified' (v2, with both controllers) -> mount point."""
+    found: dict[str, Path] = {}
+    for part in psutil.disk_partitions(all=True):
+        if part.fstype == "cgroup":
+            for controller in ("memory", "cpu"):
+                if controller in part.opts.split(","):
+                    found[controller] = Path(part.mountpoint)
+        elif part.fstype == "cgroup2":
+            controllers = (Path(part.mountpoint) / "cgroup.controllers").read_text().split()
+            if {"memory", "cpu"} <= set(controllers):
+                found["unified"] = Path(part.mountpoint)
+    return found
+
+
+@dataclass
+class EnvironmentLimits:
+    """The cgroup(s) of one environment; its launcher writes its pid to their ``cgroup.procs``."""
+
+    dirs: tuple[Path, ...]
+    v2: bool
+
+    def oom_kills(self) -> int:
+        """How many processes the kernel killed for going over the memory limit."""
+        events = self.dirs[0] / ("memory.events" if self.v2 else "memory.oom_control")
+        with contextlib.suppress(OSError):
+            for line in events.read_text().splitlines():
+                key, _, value = line.partition(" ")
+                if key == "oom_kill":
+                    return int(value)
+        return 0
+
+    def max_memory_mb(self) -> float | None:
+        """Peak memory so far, as Lambda's ``Max Memory Used`` counts it (page cache too)."""
+        peak = self.dirs[0] / ("memory.peak" if self.v2 else "memory.max_usage_in_bytes")
+        with contextlib.suppress(OSError, ValueError):
+            return int(peak.read_text()) / MIB
+        return None
+
+    def remove(self) -> None:
+        """Remove the cgroup(s); their processes must be gone."""
+        for d in self.dirs:
+            with contextlib.suppress(OSError):
+                d.rmdir()
+
+
+class Cgroups:
+    """Where this stack makes its environments' cgroups (one folder per stack)."""
+
+    def __init__(self) -> None:
+        if os.geteuid() != 0:
+            raise LimitsUnavailable("not root, so no cgroup can be written")
+        mounts = _mounts()
+        name = f"mnist-lambda-{os.getpid()}-{next(_STACKS)}"
+        if "memory" in mounts and "cpu" in mounts:  # v1: nest under our own cgroups
+            self.v2 = False
+            self.parents = tuple(
+                mounts[c] / _own_path(c).lstrip("/") / name for c in ("memory", "cpu")
+            )
+        elif "unified" in mounts:  # v2: beside our cgroup (no processes in inner nodes)
+            self.v2 = True
+            self.parents = (mounts["unified"] / name,)
+        else:
+            raise LimitsUnavailable("no cgroup hierarchy with the memory and cpu controllers")
+        try:
+            for parent in self.parents:
+                parent.mkdir(exist_ok=True)
+            if self.v2:
+                _write(self.parents[0].parent / "cgroup.subtree_control", "+memory +cpu")
+                _write(self.parents[0] / "cgroup.subtree_control", "+memory +cpu")
+        except OSError as exc:
+            self.close()
+            raise LimitsUnavailable(f"cannot create cgroups: {exc}") from exc
+
+    def create(self, name: str, memory_mb: int) -> EnvironmentLimits:
+        """A cgroup for environment ``name``: ``memory_mb`` hard, Lambda's CPU share."""
+        cpus = vcpu_share(memory_mb, psutil.cpu_count() or 1)
+        quota = max(1000, int(cpus * CFS_PERIOD_US))
+        dirs = tuple(parent / name for parent in self.parents)
+        for d in dirs:
+            d.mkdir(exist_ok=True)
+        limit = memory_mb * MIB
+        if self.v2:
+            _write(dirs[0] / "memory.max", limit)
+            with contextlib.suppress(OSError):
+                _write(dirs[0] / "memory.swap.max", 0)
+            _write(dirs[0] / "cpu.max", f"{quota} {CFS_PERIOD_US}")
+        else:
+            memory, cpu = dirs
+            _write(memory / "memory.limit_in_bytes", limit)
+            with contextlib.suppress(OSError):  # no swap accounting: nothing to limit
+                _write(memory / "memory.memsw.limit_in_bytes", limit)
+            _write(cpu / "cpu.cfs_period_us", CFS_PERIOD_US)
+            _write(cpu / "cpu.cfs_quota_us", quota)
+        return EnvironmentLimits(dirs, self.v2)
+
+    def close(self) -> None:
+        """Remove this stack's cgroup folders (their environments must be stopped)."""
+        children = [c for p in self.parents if p.is_dir() for c in p.iterdir() if c.is_dir()]
+        for d in [*children, *self.parents]:
+            with contextlib.suppress(OSError):
+                d.rmdir()
 
 
 @dataclass
@@ -50,12 +169,11 @@ class Sandbox:
     limits_note: str = ""
 
     def __post_init__(self) -> None:
-        found = detect()
-        if isinstance(found, Cgroups):
-            self.cgroups = found
-            self.limits_note = f"enforced (cgroup v{2 if found.v2 else 1})"
-        else:
-            self.limits_note = f"limits not enforced: {found}"
+        try:
+            self.cgroups = Cgroups()
+            self.limits_note = f"enforced (cgroup v{2 if self.cgroups.v2 else 1})"
+        except (LimitsUnavailable, OSError) as exc:
+            self.limits_note = f"limits not enforced: {exc}"
 
     def describe(self) -> dict[str, object]:
         """The ready line's ``sandbox`` entry."""
@@ -81,15 +199,15 @@ class Sandbox:
         self,
         rie: Path,
         rie_args: Sequence[str],
-        handler: str,
+        function: FunctionSpec,
         app: Path,
-        tmp_mb: int,
         limits: EnvironmentLimits | None,
     ) -> tuple[list[str], dict[str, str], Path]:
         """(argv, Lambda's path variables, cwd) to start one environment on staged ``app``."""
-        python = self.build.python
+        python, handler = self.build.python, function.handler
         deps = self.build.deps_dir
-        join = [f"echo $$ > {shlex.quote(str(f))}" for f in (limits.procs_files if limits else ())]
+        procs_files = [d / "cgroup.procs" for d in (limits.dirs if limits else ())]
+        join = [f"echo $$ > {shlex.quote(str(f))}" for f in procs_files]
         if not self.isolated:
             runtime_cmd = [python.executable, "-S", "-m", "awslambdaric", handler]
             path = [str(d) for d in (deps, self.build.runtime_dir) if d is not None]
@@ -109,6 +227,8 @@ class Sandbox:
             else bind(app, TASK_ROOT)
         )
         uid, gid = SANDBOX_USER
+        # the interpreter's own site-packages is not part of what ships
+        site_packages = f"{LANG_DIR}/lib/python{python.version}/site-packages"
         script = [
             "set -e",
             *join,
@@ -118,17 +238,17 @@ class Sandbox:
             *task,
             *bind(self.build.runtime_dir, RUNTIME_DIR),
             *bind(python.prefix, LANG_DIR),
-            # the interpreter's own site-packages is not part of what ships
-            f"mount -t tmpfs -o ro,size=4k lambda-site {LANG_DIR}/{python.site_packages}",
+            f"mount -t tmpfs -o ro,size=4k lambda-site {site_packages}",
             *bind(rie, RIE_PATH),
             "mount -o remount,ro /var",
-            f"mount -t tmpfs -o size={tmp_mb}m,mode=1777 lambda-tmp /tmp",
+            f"mount -t tmpfs -o size={function.ephemeral_storage_mb}m,mode=1777 lambda-tmp /tmp",
             "mount -t tmpfs -o ro,size=4k lambda-shm /dev/shm",
             f"cd {TASK_ROOT}",
             f"exec setpriv --reuid={uid} --regid={gid} --clear-groups --no-new-privs "
             '--pdeathsig TERM -- "$@"',
         ]
-        runtime_cmd = [f"{LANG_DIR}/{python.relative_executable}", "-m", "awslambdaric", handler]
+        exe = os.path.join(LANG_DIR, os.path.relpath(python.executable, python.prefix))
+        runtime_cmd = [exe, "-m", "awslambdaric", handler]
         argv = ["unshare", "--mount", "--propagation", "private", "sh", "-c", "\n".join(script)]
         argv += ["sh", RIE_PATH, *rie_args, *runtime_cmd]
         env = {

@@ -1,9 +1,8 @@
 """``mnist-lambda serve``: start S3, the function's environments and the API front; supervise.
 
-The supervisor owns every child process. It prints one JSON line when the stack is ready (and
-writes it to ``--state-file``), then logs to stderr. SIGTERM or Ctrl-C stops everything; SIGHUP
-redeploys (fresh environments on a fresh copy of the app: the next request is a cold start; S3
-and its data stay).
+The supervisor owns every child process. It prints one JSON line when the stack is ready (also
+to ``--state-file``), then logs to stderr. SIGTERM or Ctrl-C stops everything; SIGHUP redeploys
+(fresh environments on a fresh copy of the app, so the next request is a cold start; S3 stays).
 """
 
 from __future__ import annotations
@@ -23,11 +22,12 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import psutil
+
 from mnist_lambda.aws_limits import API_GATEWAY_TIMEOUT_S
-from mnist_lambda.local_stack import procs
+from mnist_lambda.local_stack import DEFAULT_BUCKET, DEFAULT_REGION, procs
 from mnist_lambda.local_stack.api_front import ApiFront
 from mnist_lambda.local_stack.cfn_template import TemplateError, load_stack_spec, load_template
-from mnist_lambda.local_stack.client import DEFAULT_BUCKET, DEFAULT_REGION
 from mnist_lambda.local_stack.lambda_emulator import FunctionPool, function_environment
 from mnist_lambda.local_stack.s3_server import S3Server
 from mnist_lambda.local_stack.sandbox import Sandbox
@@ -38,6 +38,11 @@ from mnist_lambda.record import atomic_write_json
 log = logging.getLogger("mnist_lambda.local_stack")
 
 BUCKET_PARAMETER = "DataBucketName"  # the template parameter that names the data bucket
+_READY_LINE = (
+    "ready: POST {predict_url} (S3 {s3_url}, bucket {bucket}, {instances} instance(s); "
+    "Python {python}, user {user}; {limits})"
+)
+_SIGNALS = {signal.SIGTERM: "stop", signal.SIGINT: "stop", signal.SIGHUP: "redeploy"}
 
 
 class LocalStack:
@@ -49,10 +54,8 @@ class LocalStack:
         self.pools: dict[str, FunctionPool] = {}
         self.front: ApiFront | None = None
         self.sandbox: Sandbox | None = None
-        self.generation = 0
-        self.started_at = ""
+        self.generation, self.started_at, self._ready = 0, "", False
         self._state_lock = threading.Lock()
-        self._ready = False
 
     def start(self) -> dict[str, Any]:
         """Start everything; return the ready info (also written to the state file)."""
@@ -84,8 +87,7 @@ class LocalStack:
             **dict(args.env),
         }
         for logical_id, fspec in spec.functions.items():
-            if args.handler:
-                fspec = dataclasses.replace(fspec, handler=args.handler)
+            fspec = dataclasses.replace(fspec, handler=args.handler or fspec.handler)
             self.pools[logical_id] = pool = FunctionPool(
                 fspec,
                 function_environment(fspec, env),
@@ -107,7 +109,10 @@ class LocalStack:
         """The ready JSON: URLs, credentials, the sandbox, pids and the current generation."""
         assert self.front is not None and self.sandbox is not None and self.s3.credentials
         front, args = self.front, self.args
-        routes = [{**dataclasses.asdict(r), "url": front.route_url(r)} for r in front.spec.routes]
+        routes = [
+            {**dataclasses.asdict(r), "url": f"{front.url}/{r.stage}{r.path}"}
+            for r in front.spec.routes
+        ]
         predict = next(
             (r for r in routes if r["path"] == "/predict" and r["method"] in ("POST", "ANY")),
             routes[0],
@@ -125,7 +130,7 @@ class LocalStack:
             "instances": args.instances,
             "generation": self.generation,
             "pid": os.getpid(),
-            "pid_start_time": procs.start_time(os.getpid()),
+            "pid_start_time": psutil.Process().create_time(),  # guards against pid reuse
             "port": front.port,
             "s3_port": self.s3.port,
             "s3_pid": self.s3.pid,
@@ -175,8 +180,7 @@ class LocalStack:
         if self.sandbox is not None:
             self.sandbox.close()
         self.s3.stop()
-        state = self.args.state_file
-        if state is not None and state.exists():
+        if (state := self.args.state_file) is not None and state.exists():
             with contextlib.suppress(OSError, ValueError):
                 if json.loads(state.read_text()).get("pid") == os.getpid():
                     state.unlink()
@@ -198,24 +202,23 @@ def build_parser() -> argparse.ArgumentParser:
         "Gateway front. Prints one JSON line when ready, then logs to stderr. SIGTERM/Ctrl-C "
         "stops, SIGHUP redeploys.",
     )
+    p.set_defaults(template=project_root() / "template_no_auth.yaml", app_dir=lambda_app_dir())
+    p.set_defaults(timeout=API_GATEWAY_TIMEOUT_S, parameter=[], env=[])
     add = p.add_argument
     add("--port", type=int, default=0, help="API port (default: a free port)")
     add("--s3-port", type=int, default=0, help="S3 port (default: a free port)")
     add("--instances", type=int, default=1, help="execution environments (concurrency)")
     add("--bucket", default=DEFAULT_BUCKET, help=f"data bucket (default: {DEFAULT_BUCKET})")
-    add("--template", type=Path, default=project_root() / "template_no_auth.yaml",
-        help="SAM template (default: <repo>/template_no_auth.yaml)")  # fmt: skip
-    add("--app-dir", type=Path, default=lambda_app_dir(),
-        help="function code, staged as the task root (default: <repo>/lambda_app)")  # fmt: skip
+    add("--template", type=Path, help="SAM template (default: <repo>/template_no_auth.yaml)")
+    add("--app-dir", type=Path, help="function code, the task root (default: <repo>/lambda_app)")
     add("--model-path", type=Path, help="serve this model (staged as model/model.npz)")
     add("--state-file", type=Path, help="also write the ready JSON here; removed on shutdown")
     add("--region", default=DEFAULT_REGION, help=f"(default: {DEFAULT_REGION})")
-    add("--integration-timeout", dest="timeout", type=float, default=API_GATEWAY_TIMEOUT_S,
-        help="API Gateway integration timeout in seconds (default: 29)")  # fmt: skip
-    add("--parameter", "-P", action="append", type=_key_value, default=[], metavar="KEY=VALUE",
-        help="template parameter override (repeatable)")  # fmt: skip
-    add("--env", "-e", action="append", type=_key_value, default=[], metavar="KEY=VALUE",
-        help="extra function environment variable (repeatable)")  # fmt: skip
+    timeout_help = "API Gateway integration timeout in seconds (default: 29)"
+    add("--integration-timeout", dest="timeout", type=float, help=timeout_help)
+    pairs = {"action": "append", "type": _key_value, "metavar": "KEY=VALUE"}
+    add("--parameter", "-P", **pairs, help="template parameter override (repeatable)")
+    add("--env", "-e", **pairs, help="extra function environment variable (repeatable)")
     add("--handler", help="override the handler (default: from the template/Dockerfile)")
     add("--verbose", "-v", action="store_true", help="debug logs (RIE, moto)")
     return p
@@ -243,8 +246,7 @@ def serve_main(argv: Sequence[str] | None = None) -> int:
     events: queue.SimpleQueue[str] = queue.SimpleQueue()
     previous: dict[int, Any] = {}
     if threading.current_thread() is threading.main_thread():
-        for signum, event in ((signal.SIGTERM, "stop"), (signal.SIGINT, "stop"),
-                              (signal.SIGHUP, "redeploy")):  # fmt: skip
+        for signum, event in _SIGNALS.items():
             previous[signum] = signal.signal(signum, lambda *_, e=event: events.put(e))
     stack = LocalStack(args)
     try:
@@ -254,10 +256,7 @@ def serve_main(argv: Sequence[str] | None = None) -> int:
             log.error("local stack failed to start: %s", exc)
             return 1
         print(json.dumps(info), flush=True)
-        box = info["sandbox"]
-        log.info("ready: POST %s (S3 %s, bucket %s, %d instance(s); Python %s, user %s; %s)",
-                 info["predict_url"], info["s3_url"], info["bucket"], info["instances"],
-                 box["python"], box["user"], box["limits"])  # fmt: skip
+        log.info(_READY_LINE.format(**info, **info["sandbox"]))
         while True:
             try:
                 event = events.get(timeout=1.0)

@@ -1,13 +1,10 @@
 """The function's files as the container image has them, built without Docker.
 
-The Dockerfile pip-installs ``lambda_app/requirements.txt`` into the task root with its own
-flags and copies ``lambda_app/`` (less ``.dockerignore``) on top; the base image brings Python
-(``/var/lang``) and the runtime interface client (``/var/runtime``). :func:`build` installs the
-same packages under ``.lambda/pythonX.Y/`` during set-up (for the image's Python and platform,
-one folder per set of inputs, so a change builds anew and ``serve`` works offline), and
-:func:`stage_app` copies the app for one deployment. The function runs on a CPython of the
-image's version when this machine has one (:func:`runtime_python`), else on this interpreter's
-base installation, and the stack says so.
+:func:`build` pip-installs what the Dockerfile does (``lambda_app/requirements.txt``, with its
+flags) and the runtime interface client under ``.lambda/pythonX.Y/`` during set-up, for the
+image's platform, so that ``serve`` works offline; :func:`stage_app` copies ``lambda_app/`` (less
+``.dockerignore``) for one deployment. The function runs on a CPython of the image's version if
+this machine has one, else on this interpreter's base installation, and the stack says so.
 """
 
 from __future__ import annotations
@@ -22,7 +19,6 @@ import shlex
 import shutil
 import subprocess
 import sys
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -72,15 +68,6 @@ class Python:
     prefix: str  # sys.base_prefix: never a virtualenv
     version: str  # "3.12"
 
-    @property
-    def relative_executable(self) -> str:
-        return os.path.relpath(self.executable, self.prefix)
-
-    @property
-    def site_packages(self) -> str:
-        """Relative to the prefix, as on Linux."""
-        return f"lib/python{self.version}/site-packages"
-
 
 def _probe(executable: str) -> Python | None:
     code = (
@@ -95,7 +82,7 @@ def _probe(executable: str) -> Python | None:
         ).stdout.split("\n")
     except (OSError, subprocess.SubprocessError):
         return None
-    return Python(out[0], out[1], out[2])
+    return Python(*out[:3])
 
 
 def find_python(version: str) -> Python | None:
@@ -104,30 +91,18 @@ def find_python(version: str) -> Python | None:
     pyenv = Path(os.environ.get("PYENV_ROOT", Path.home() / ".pyenv")) / "versions"
     candidates += sorted(map(str, pyenv.glob(f"{version}.*/bin/python{version}")), reverse=True)
     for candidate in filter(None, candidates):
-        found = _probe(candidate)
-        if found is not None and found.version == version:
+        if (found := _probe(candidate)) is not None and found.version == version:
             return found
     return None
 
 
-def runtime_python(recipe: ImageRecipe | None = None) -> Python:
-    """The image's Python version if this machine has it, else this interpreter's base."""
-    found = find_python((recipe or read_dockerfile()).python_version) or _probe(sys.executable)
-    if found is None:
-        raise TaskRootError(f"cannot describe {sys.executable}")
-    return found
-
-
 def _platform_flags(version: str) -> list[str]:
     arch = _ARCH.get(platform.machine().lower(), platform.machine())
-    tags = [
-        f"manylinux_{IMAGE_GLIBC[0]}_{minor}_{arch}" for minor in range(IMAGE_GLIBC[1], 16, -1)
-    ]
+    major, newest = IMAGE_GLIBC
+    tags = [f"manylinux_{major}_{minor}_{arch}" for minor in range(newest, 16, -1)]
     flags = ["--python-version", version, "--implementation", "cp"]
     flags += ["--abi", f"cp{version.replace('.', '')}"]
-    for tag in [*tags, f"manylinux2014_{arch}"]:
-        flags += ["--platform", tag]
-    return flags
+    return flags + [f for tag in [*tags, f"manylinux2014_{arch}"] for f in ("--platform", tag)]
 
 
 def _runtime_pins() -> list[str]:
@@ -182,50 +157,35 @@ class Build:
 
 
 def build(requirements: Path | None, root: Path | None = None) -> Build:
-    """Build, or reuse when up to date, the runtime client and ``requirements`` under ``.lambda/``.
-
-    Each piece lives in a folder named after what it was built from, so a change of
-    ``requirements.txt``, of the locked runtime client or of the Python version builds anew.
-    """
+    """Build, or reuse when up to date, the runtime client and ``requirements`` under ``.lambda/``,
+    each in a folder named after what it was built from (a change builds anew)."""
     root = root or project_root() / BUILD_DIR_NAME
-    recipe = read_dockerfile()
-    python = runtime_python(recipe)
+    recipe = read_dockerfile()  # its Python if this machine has it, else this one's base
+    if (python := find_python(recipe.python_version) or _probe(sys.executable)) is None:
+        raise TaskRootError(f"cannot describe {sys.executable}")
     base = root / f"python{python.version}"
     pins = _runtime_pins()
     runtime = _install(base / f"runtime-{_digest(pins)}", python, pins, recipe.pip_flags)
     deps = None
     if requirements is not None and Path(requirements).is_file():
         text = Path(requirements).read_text(encoding="utf-8")
-        deps = _install(
-            base / f"task-{_digest(text, recipe.pip_flags)}",
-            python,
-            ["-r", str(requirements)],
-            recipe.pip_flags,
-        )
+        dest = base / f"task-{_digest(text, recipe.pip_flags)}"
+        deps = _install(dest, python, ["-r", str(requirements)], recipe.pip_flags)
     return Build(python, runtime, deps, recipe.python_version)
 
 
-def _dockerignored_in_app() -> Callable[[str, list[str]], set[str]]:
-    """``.dockerignore``'s ``lambda_app/**/NAME`` patterns, as ``copytree``'s ``ignore``."""
-    lines = (line.strip() for line in (project_root() / ".dockerignore").read_text().split("\n"))
-    return shutil.ignore_patterns(*(ln[14:] for ln in lines if ln.startswith("lambda_app/**/")))
-
-
 def stage_app(app_dir: Path, dest: Path, python: Python, model_path: Path | None = None) -> Path:
-    """Copy ``app_dir`` to ``dest`` as ``COPY lambda_app/`` would, and byte-compile it.
-
-    Modes are kept (a file the function's user cannot read stays unreadable). ``model_path``
-    replaces ``model/model.npz`` (with the ``manifest.json`` beside it, if any), as an image
-    built with that model would have it.
-    """
-    shutil.copytree(app_dir, dest, ignore=_dockerignored_in_app())
+    """Copy ``app_dir`` to ``dest`` as ``COPY lambda_app/`` would (modes kept), byte-compile it.
+    ``model_path`` (and the ``manifest.json`` beside it) replaces ``model/model.npz``."""
+    lines = (line.strip() for line in (project_root() / ".dockerignore").read_text().split("\n"))
+    ignored = [ln[14:] for ln in lines if ln.startswith("lambda_app/**/")]  # as Docker would
+    shutil.copytree(app_dir, dest, ignore=shutil.ignore_patterns(*ignored))
     if model_path is not None:
         model_dir = dest / "model"
         shutil.rmtree(model_dir, ignore_errors=True)
         model_dir.mkdir(mode=0o755)
         shutil.copy2(model_path, model_dir / "model.npz")
-        manifest = Path(model_path).with_name("manifest.json")
-        if manifest.exists():
+        if (manifest := Path(model_path).with_name("manifest.json")).exists():
             shutil.copy2(manifest, model_dir / "manifest.json")
     subprocess.run([python.executable, "-m", "compileall", "-q", str(dest)], check=False)
     dest.chmod(0o755)
