@@ -87,13 +87,11 @@ def _read_idx(path: Path, offset: int) -> np.ndarray:
 
 @pytest.fixture(scope="module")
 def moto_endpoint():
-    """A moto S3 server over real HTTP on 127.0.0.1 (free port), one per test module."""
-    from moto.server import ThreadedMotoServer
+    """The stack's moto S3 server on 127.0.0.1 (free port), without IAM, one per test module."""
+    from mnist_lambda.local_stack.s3_server import S3Server
 
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    yield f"http://{host}:{port}"
+    server = S3Server(enforce_iam=False)
+    yield server.start()
     server.stop()
 
 

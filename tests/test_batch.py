@@ -19,7 +19,6 @@ import pytest
 import requests
 from botocore.config import Config
 from handler_helpers import closed_port
-from moto.server import ThreadedMotoServer
 
 from mnist_lambda import aws_limits, batch, cli
 from mnist_lambda.local_stack.cfn_template import function_settings
@@ -199,21 +198,17 @@ def test_backoff_delay_respects_retry_after_and_cap():
 
 
 @pytest.fixture(scope="module")
-def moto_s3() -> Iterator[object]:
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
+def moto_s3(moto_endpoint: str) -> object:
     client = boto3.client(
         "s3",
-        endpoint_url=f"http://{host}:{port}",
+        endpoint_url=moto_endpoint,
         region_name="us-east-1",
         aws_access_key_id="testing",
         aws_secret_access_key="testing",
         config=Config(proxies={}),
     )
     client.create_bucket(Bucket="batch-bucket")
-    yield client
-    server.stop()
+    return client
 
 
 def test_row_order_is_preserved_with_out_of_order_completion(moto_s3):

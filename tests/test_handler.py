@@ -1,5 +1,5 @@
 """lambda_predict.lambda_handler, called in-process the way Lambda calls it, with S3 served over
-real HTTP by moto (ThreadedMotoServer on a free localhost port). Offline and fast."""
+real HTTP by moto (the stack's S3Server, without IAM, on a free localhost port)."""
 
 from __future__ import annotations
 

@@ -95,9 +95,15 @@ class S3Server:
     """A moto endpoint on 127.0.0.1 (``port=0``: a free port) with IAM enforced."""
 
     def __init__(
-        self, port: int = 0, region: str = "us-east-1", policies: Sequence[Mapping[str, Any]] = ()
+        self,
+        port: int = 0,
+        region: str = "us-east-1",
+        policies: Sequence[Mapping[str, Any]] = (),
+        *,
+        enforce_iam: bool = True,  # False: any credentials do anything (the handler's unit tests)
     ) -> None:
         self.port, self.region, self.policies = port, region, list(policies)
+        self.enforce_iam = enforce_iam
         self.proc: subprocess.Popen[bytes] | None = None
         self.credentials: Credentials | None = None
         self._seed = random.randrange(2**31)
@@ -119,10 +125,11 @@ class S3Server:
         if fixed and procs.port_open(self.port):
             raise RuntimeError(f"S3 port {self.port} is already in use")
         env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "MOTO_"))}
+        env |= SERVER_ENV if self.enforce_iam else {}
         for attempt in range(1 if fixed else 3):
             port = self.port if fixed else procs.free_port()
             cmd = [sys.executable, "-m", "moto.server", "-H", procs.HOST, "-p", str(port)]
-            proc = procs.spawn(cmd, env={**env, **SERVER_ENV}, stderr=subprocess.STDOUT)
+            proc = procs.spawn(cmd, env=env, stderr=subprocess.STDOUT)
             threading.Thread(target=self._pump, args=(proc,), daemon=True).start()
             try:
                 procs.wait_port(port, proc, timeout)
@@ -134,8 +141,10 @@ class S3Server:
         self.proc, self.port = proc, port
         # /moto-api/ calls are not AWS requests: they do not use up the unchecked ones
         requests.post(f"{self.url}/moto-api/seed?a={self._seed}", timeout=10)
-        self.credentials = provision(self.url, self.region, self.policies)
-        log.info("S3 (moto, IAM enforced) on %s (pid %d)", self.url, proc.pid)
+        if self.enforce_iam:
+            self.credentials = provision(self.url, self.region, self.policies)
+        iam = "enforced" if self.enforce_iam else "off"
+        log.info("S3 (moto) on %s (pid %d), IAM %s", self.url, proc.pid, iam)
         return self.url
 
     @staticmethod
