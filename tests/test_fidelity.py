@@ -11,6 +11,7 @@ import json
 import os
 import signal
 import statistics
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -325,3 +326,39 @@ def test_an_idle_environment_whose_runtime_died_is_replaced(serve, probe_app) ->
     assert resp.headers["X-Lambda-Emulator-Cold-Start"] == "true"
     assert statistics.fmean([call(stack, {}).status_code for _ in range(3)]) == 200
     assert json.loads(resp.text)["uid"] == (65534 if IS_ROOT else os.geteuid())
+
+
+# --- without root: the stack still runs, and says what it does not enforce ------------------
+
+
+def test_without_root_the_stack_runs_and_says_what_is_not_enforced(
+    probe_app, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The unprivileged path (no mounts, no user switch, no cgroups), in-process, as root too."""
+    from mnist_lambda.local_stack.cfn_template import load_stack_spec
+    from mnist_lambda.local_stack.lambda_emulator import FunctionPool, function_environment
+    from mnist_lambda.local_stack.sandbox import Cgroups, LimitsUnavailable, Sandbox
+    from mnist_lambda.local_stack.task_root import build
+
+    app, template = probe_app
+    with monkeypatch.context() as m:
+        m.setattr(os, "geteuid", lambda: 1000)
+        with pytest.raises(LimitsUnavailable, match="not root"):
+            Cgroups()
+        sandbox = Sandbox(build(app / "requirements.txt"))
+    assert not sandbox.isolated and sandbox.cgroups is None
+    seen = sandbox.describe()
+    assert seen["limits"] == "limits not enforced: not root, so no cgroup can be written"
+    assert seen["filesystem"].startswith("sandbox not enforced")
+    spec = load_stack_spec(template).functions["ProbeFunction"]
+    pool = FunctionPool(spec, function_environment(spec), app, sandbox=sandbox)
+    pool.start()
+    try:
+        event = {"body": json.dumps({"imports": ["numpy", "sklearn"]})}
+        result = pool.invoke(json.dumps(event).encode(), time.monotonic() + 60)
+        body = json.loads(json.loads(result.body)["body"])
+    finally:
+        pool.close()
+    assert (body["numpy"], body["sklearn"]) == ("ok", "ModuleNotFoundError")
+    assert not any(".venv" in p for p in body["path"])
+    assert result.max_memory_mb is None  # no cgroup: no Max Memory Used
