@@ -1,4 +1,5 @@
-"""``mnist-lambda serve``: start S3, the function's environments and the API front; supervise.
+"""mnist-lambda serve: start S3 (moto, IAM enforced), the function's sandboxed environments
+(the AWS Lambda Runtime Interface Emulator) and the API Gateway front; supervise them.
 
 The supervisor owns every child process. It prints one JSON line when the stack is ready (also
 to ``--state-file``), then logs to stderr. SIGTERM or Ctrl-C stops everything; SIGHUP redeploys
@@ -193,15 +194,15 @@ def _key_value(text: str) -> tuple[str, str]:
     return key, value
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """The ``mnist-lambda serve`` command line."""
-    p = argparse.ArgumentParser(
-        prog="mnist-lambda serve",
-        description="Local serverless stack without Docker or AWS: moto S3 (IAM enforced), the "
-        "function under the AWS Lambda Runtime Interface Emulator in a sandbox, and an API "
-        "Gateway front. Prints one JSON line when ready, then logs to stderr. SIGTERM/Ctrl-C "
-        "stops, SIGHUP redeploys.",
-    )
+EXAMPLES = """examples:
+  mnist-lambda serve --instances 2
+  mnist-lambda serve --model-path outputs/<run>/model/model.npz -P MemorySize=885
+  mnist-lambda serve -P DataKeyPrefix=inputs/ -e LOG_LEVEL=DEBUG --port 8080
+"""
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    """The ``mnist-lambda serve`` options."""
     p.set_defaults(template=project_root() / "template_no_auth.yaml", app_dir=lambda_app_dir())
     p.set_defaults(timeout=API_GATEWAY_TIMEOUT_S, parameter=[], env=[])
     add = p.add_argument
@@ -221,7 +222,6 @@ def build_parser() -> argparse.ArgumentParser:
     add("--env", "-e", **pairs, help="extra function environment variable (repeatable)")
     add("--handler", help="override the handler (default: from the template/Dockerfile)")
     add("--verbose", "-v", action="store_true", help="debug logs (RIE, moto)")
-    return p
 
 
 def _configure_logging(verbose: bool) -> None:
@@ -234,8 +234,19 @@ def _configure_logging(verbose: bool) -> None:
 
 
 def serve_main(argv: Sequence[str] | None = None) -> int:
+    """``python -m mnist_lambda.local_stack``: parse ``argv`` and :func:`main`."""
+    parser = argparse.ArgumentParser(
+        prog="mnist-lambda serve",
+        description=__doc__,
+        epilog=EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    add_arguments(parser)
+    return main(parser.parse_args(argv))
+
+
+def main(args: argparse.Namespace) -> int:
     """Run the local stack until SIGTERM/SIGINT; return the exit code (0 on a clean stop)."""
-    args = build_parser().parse_args(argv)
     _configure_logging(args.verbose)
     if args.instances < 1:
         log.error("--instances must be >= 1")
