@@ -14,8 +14,8 @@ run: setup  ## the whole pipeline on the embedded local defaults
 test: setup  ## every test, end to end included
 	.venv/bin/pytest
 
-lint: setup
-	.venv/bin/ruff check . && .venv/bin/ruff format --check .
+lint: setup  ## every hook of .pre-commit-config.yaml over every file (offline, check only)
+	.venv/bin/python scripts/lint.py
 
 serve: setup  ## the local serverless stack (S3 + Lambda emulator + API Gateway front)
 	.venv/bin/mnist-lambda serve

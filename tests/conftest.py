@@ -159,3 +159,12 @@ def small_model_path(tmp_path_factory: pytest.TempPathFactory, mnist_xy) -> Path
     path = tmp_path_factory.mktemp("model") / "model.npz"
     model.save(path)
     return path
+
+
+@pytest.fixture(autouse=True)
+def _fresh_s3_client() -> None:
+    """The handler's S3 client lives as long as its process (an execution environment); a test
+    that changes the AWS environment in-process gets a new one, as a new environment would."""
+    s3io = sys.modules.get("mnist_serving.s3io")
+    if s3io is not None:
+        s3io.get_client.cache_clear()

@@ -18,6 +18,7 @@ import requests
 import yaml
 
 from mnist_lambda import local_stack
+from mnist_lambda.client import Client
 
 ROOT = Path(__file__).resolve().parents[1]
 OPENAPI = ROOT / "openapi" / "predict.yaml"
@@ -145,9 +146,9 @@ def real_stack(
 
 
 def predict(info: local_stack.StackInfo, key: str, timeout: float = 60) -> requests.Response:
-    return requests.post(
-        info.predict_url, json={"bucket": info.bucket, "key": key}, timeout=timeout
-    )
+    """One attempt through the project's client (no retries: the tests judge each status)."""
+    with Client(info.predict_url, max_attempts=1, timeout_s=timeout) as client:
+        return client.post({"bucket": info.bucket, "key": key}).response
 
 
 def write_figures(name: str, data: dict[str, Any]) -> Path:

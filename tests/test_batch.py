@@ -8,6 +8,9 @@ import io
 import itertools
 import json
 import random
+import signal
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -16,11 +19,12 @@ from pathlib import Path
 import boto3
 import numpy as np
 import pytest
-import requests
 from botocore.config import Config
 from handler_helpers import closed_port
+from urllib3.util.retry import RequestHistory
 
 from mnist_lambda import aws_limits, batch, cli
+from mnist_lambda.client import DEFAULT_MAX_ATTEMPTS, Client, EndpointError, make_retry
 from mnist_lambda.local_stack.cfn_template import function_settings
 from mnist_serving.model import load
 
@@ -88,15 +92,17 @@ def test_plan_rejects_nonsense():
         batch.plan_chunks(10, 0.0)
 
 
-# --- retries against a tiny local server ---------------------------------------------------
+# --- the client's retries (urllib3's Retry) against a tiny local server ---------------------
 
 
 class Scripted(http.server.ThreadingHTTPServer):
-    """Answers POSTs from a script of statuses, then 200 with ``[1, 2, 3]``."""
+    """Answers POSTs from a script of statuses, then 200 with ``[1, 2, 3]`` and ``headers``."""
 
-    def __init__(self, script: list[int]) -> None:
+    def __init__(self, script: list[int], retry_after: str = "0", headers: dict | None = None):
         self.script = list(script)
         self.seen = 0
+        self.retry_after = retry_after
+        self.headers = headers or {}
         self.lock = threading.Lock()
         super().__init__(("127.0.0.1", 0), ScriptedHandler)
 
@@ -112,7 +118,9 @@ class ScriptedHandler(http.server.BaseHTTPRequestHandler):
         body = b"[1,2,3]" if status == 200 else b'{"message": "no"}'
         self.send_response(status)
         if status == 429:
-            self.send_header("Retry-After", "0")
+            self.send_header("Retry-After", self.server.retry_after)
+        for name, value in self.server.headers.items():
+            self.send_header(name, value)
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(body)))
         self.end_headers()
@@ -126,8 +134,8 @@ class ScriptedHandler(http.server.BaseHTTPRequestHandler):
 def scripted() -> Iterator[callable]:
     servers = []
 
-    def make(script: list[int]) -> tuple[Scripted, str]:
-        server = Scripted(script)
+    def make(script: list[int], **kw) -> tuple[Scripted, str]:
+        server = Scripted(script, **kw)
         threading.Thread(target=server.serve_forever, daemon=True).start()
         servers.append(server)
         return server, f"http://127.0.0.1:{server.server_address[1]}/predict"
@@ -138,60 +146,96 @@ def scripted() -> Iterator[callable]:
         server.server_close()
 
 
-def policy(max_attempts: int = 6) -> tuple[batch.RetryPolicy, list[float]]:
-    sleeps: list[float] = []
-    return (
-        batch.RetryPolicy(
-            max_attempts=max_attempts, sleep=sleeps.append, rng=random.Random(1), timeout_s=5
-        ),
-        sleeps,
-    )
+def fast_client(url: str, max_attempts: int = 6) -> Client:
+    """The real retry policy with short waits."""
+    retry = make_retry(max_attempts, backoff_factor=0.01, backoff_jitter=0.01)
+    return Client(url, retry=retry, timeout_s=5)
 
 
 def test_retries_throttling_and_5xx_then_succeeds(scripted):
-    server, url = scripted([429, 503, 502, 500, 504])
-    pol, sleeps = policy()
-    stats = batch.CallStats()
-    response = batch.post_json(requests.Session(), url, {"bucket": "b", "key": "k"}, pol, stats)
-    assert response.json() == [1, 2, 3]
-    assert server.seen == 6 and stats.calls == 6 and stats.retries == 5
-    assert stats.statuses == {"429": 1, "503": 1, "502": 1, "500": 1, "504": 1, "200": 1}
-    # full jitter: attempt i waits at most min(cap, base * 2**i)
-    assert len(sleeps) == 5
-    assert all(0 <= s <= min(pol.cap_s, pol.base_s * 2**i) for i, s in enumerate(sleeps))
+    server, url = scripted([429, 503, 502, 504])
+    client = fast_client(url)
+    result = client.predict("b", "k")
+    assert result.labels.tolist() == [1, 2, 3] and result.retries == 4
+    assert server.seen == 5 and client.stats.calls == 5 and client.stats.retries == 4
+    assert client.stats.statuses == {"429": 1, "503": 1, "502": 1, "504": 1, "200": 1}
 
 
 def test_gives_up_after_bounded_attempts(scripted):
     server, url = scripted([503] * 10)
-    pol, sleeps = policy(max_attempts=3)
-    with pytest.raises(batch.BatchError, match="gave up after 3 attempts"):
-        batch.post_json(requests.Session(), url, {"key": "k"}, pol)
-    assert server.seen == 3 and len(sleeps) == 2
+    client = fast_client(url, max_attempts=3)
+    with pytest.raises(EndpointError, match="HTTP 503 after 2 retries") as info:
+        client.predict("b", "k")
+    assert server.seen == 3 and info.value.status == 503 and client.stats.retries == 2
 
 
-@pytest.mark.parametrize("status", [400, 403, 404, 413, 415, 422])
-def test_client_errors_are_not_retried(scripted, status):
+@pytest.mark.parametrize("status", [400, 403, 404, 413, 415, 422, 500])
+def test_client_errors_and_500_are_not_retried(scripted, status):
     server, url = scripted([status])
-    pol, sleeps = policy()
-    with pytest.raises(batch.BatchError, match=f"HTTP {status}"):
-        batch.post_json(requests.Session(), url, {"key": "k"}, pol)
-    assert server.seen == 1 and sleeps == []
+    client = fast_client(url)
+    with pytest.raises(EndpointError, match=f"HTTP {status} after 0 retries"):
+        client.predict("b", "k")
+    assert server.seen == 1 and client.stats.statuses == {str(status): 1}
+    assert client.post({"key": "k"}).status == 200  # post() returns any answer
 
 
 def test_connection_errors_are_retried():
-    url = f"http://127.0.0.1:{closed_port()}/predict"
-    pol, sleeps = policy(max_attempts=3)
-    stats = batch.CallStats()
-    with pytest.raises(batch.BatchError, match="ConnectionError"):
-        batch.post_json(requests.Session(), url, {"key": "k"}, pol, stats)
-    assert stats.calls == 3 and stats.statuses == {"error": 3} and len(sleeps) == 2
+    client = fast_client(f"http://127.0.0.1:{closed_port()}/predict", max_attempts=3)
+    with pytest.raises(EndpointError, match="no answer after 3 attempt"):
+        client.predict("b", "k")
+    assert client.stats.calls == 3 and client.stats.statuses == {"error": 3}
 
 
-def test_backoff_delay_respects_retry_after_and_cap():
-    pol = batch.RetryPolicy(base_s=0.1, cap_s=2.0, rng=random.Random(0))
-    assert pol.delay(0, "1.5") >= 1.5
-    assert pol.delay(0, "60") <= 2.0  # never longer than the cap
-    assert all(pol.delay(10) <= 2.0 for _ in range(50))
+def test_retry_after_is_respected(scripted):
+    _, url = scripted([429], retry_after="1")
+    started = time.perf_counter()
+    result = fast_client(url).predict("b", "k")
+    assert result.retries == 1 and result.seconds >= 1.0
+    assert time.perf_counter() - started >= 1.0
+
+
+def test_the_retry_policy_is_urllib3s_backoff_with_jitter():
+    retry = make_retry()
+    assert "POST" in retry.allowed_methods and retry.total == DEFAULT_MAX_ATTEMPTS - 1
+    assert set(retry.status_forcelist) == {429, 502, 503, 504}
+    assert retry.respect_retry_after_header and retry.backoff_jitter > 0
+    fail = RequestHistory("POST", "/predict", None, 503, None)
+    for n in range(2, 8):  # the n-th consecutive failure waits factor * 2**(n - 1) + jitter
+        wait = retry.new(history=(fail,) * n).get_backoff_time()
+        low = min(retry.backoff_max, retry.backoff_factor * 2 ** (n - 1))
+        assert low <= wait <= min(retry.backoff_max, low + retry.backoff_jitter)
+
+
+def test_headers_are_parsed_once_into_the_result(scripted):
+    headers = {
+        "Server-Timing": "s3;dur=12.5, decode;dur=1.0, predict;dur=4.5",
+        "X-Request-Id": "req-1",
+        "X-Model-Sha256": "ab" * 32,
+        "X-Model-Version": "v1",
+        "X-Row-Count": "3",
+        "X-Lambda-Emulator-Cold-Start": "true",
+        "X-Lambda-Emulator-Instance": "fn-0/g0",
+        "X-Lambda-Emulator-Init-Duration-Ms": "245.00",
+        "X-Lambda-Emulator-Duration-Ms": "300.50",
+        "X-Lambda-Emulator-Max-Memory-Used-Mb": "82.00",
+    }
+    _, url = scripted([], headers=headers)
+    result = fast_client(url).predict("b", "k")
+    assert result.timings_ms == {"s3": 12.5, "decode": 1.0, "predict": 4.5}
+    assert (result.request_id, result.model_sha256, result.model_version) == (
+        "req-1",
+        "ab" * 32,
+        "v1",
+    )
+    assert (result.row_count, result.cold, result.instance) == (3, True, "fn-0/g0")
+    assert (result.init_ms, result.function_ms, result.max_memory_mb) == (245.0, 55.5, 82.0)
+    assert result.timings() == {
+        "seconds": result.seconds,
+        "cold": True,
+        "init_ms": 245.0,
+        "function_ms": 55.5,
+        "predict_ms": 4.5,
+    }
 
 
 # --- row order: chunks finish out of order, labels land in place ----------------------------
@@ -211,45 +255,111 @@ def moto_s3(moto_endpoint: str) -> object:
     return client
 
 
-def test_row_order_is_preserved_with_out_of_order_completion(moto_s3):
-    """A fake endpoint labels each row by its first pixel and answers after a random delay."""
-    s3 = moto_s3
+class Labeller(http.server.ThreadingHTTPServer):
+    """A fake endpoint: labels each row by its first pixel % 10 after a random delay; answers
+    404 for chunks whose index is in ``fail`` (not retried), and counts the keys it was sent."""
 
-    class Handler(http.server.BaseHTTPRequestHandler):
-        def do_POST(self) -> None:
-            body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-            raw = s3.get_object(Bucket=body["bucket"], Key=body["key"])["Body"].read()
+    def __init__(self, s3: object) -> None:
+        self.s3 = s3
+        self.fail: set[int] = set()
+        self.keys: list[str] = []
+        super().__init__(("127.0.0.1", 0), LabellerHandler)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.server_address[1]}/predict"
+
+
+class LabellerHandler(http.server.BaseHTTPRequestHandler):
+    server: Labeller
+
+    def do_POST(self) -> None:
+        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+        self.server.keys.append(body["key"])
+        index = int(body["key"].rsplit("-", 1)[1].split(".")[0])
+        if index in self.server.fail:
+            status, out = 404, b'{"error": {"code": "not_found", "message": "no"}}'
+        else:
+            raw = self.server.s3.get_object(Bucket=body["bucket"], Key=body["key"])["Body"].read()
             pixels = np.load(io.BytesIO(raw))
             time.sleep(random.uniform(0, 0.05))
-            out = json.dumps((pixels[:, 0].astype(int) % 10).tolist()).encode()
-            self.send_response(200)
-            self.send_header("Content-Length", str(len(out)))
-            self.end_headers()
-            self.wfile.write(out)
+            status, out = 200, json.dumps((pixels[:, 0].astype(int) % 10).tolist()).encode()
+        self.send_response(status)
+        self.send_header("Content-Length", str(len(out)))
+        self.end_headers()
+        self.wfile.write(out)
 
-        def log_message(self, *args) -> None:
-            pass
+    def log_message(self, *args) -> None:
+        pass
 
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+
+@pytest.fixture
+def labeller(moto_s3) -> Iterator[Labeller]:
+    server = Labeller(moto_s3)
     threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
-        pixels = np.zeros((2_345, 784), dtype=np.uint8)
-        pixels[:, 0] = np.arange(2_345) % 256
-        result = batch.run_batch(
-            pixels,
-            url=f"http://127.0.0.1:{server.server_address[1]}/predict",
-            s3=s3,
-            bucket="batch-bucket",
-            rows_per_chunk=100,
-            concurrency=6,
-            progress=False,
-        )
-    finally:
-        server.shutdown()
-        server.server_close()
+    yield server
+    server.shutdown()
+    server.server_close()
+
+
+def first_pixel_rows(n: int) -> np.ndarray:
+    pixels = np.zeros((n, 784), dtype=np.uint8)
+    pixels[:, 0] = np.arange(n) % 256
+    return pixels
+
+
+def test_row_order_is_preserved_with_out_of_order_completion(moto_s3, labeller):
+    s3 = moto_s3
+    result = batch.run_batch(
+        first_pixel_rows(2_345),
+        url=labeller.url,
+        s3=s3,
+        bucket="batch-bucket",
+        rows_per_chunk=100,
+        concurrency=6,
+        progress=False,
+    )
     assert result.chunks == 24 and result.calls == 24 and result.retries == 0
     np.testing.assert_array_equal(result.labels, (np.arange(2_345) % 256) % 10)
     assert s3.list_objects_v2(Bucket="batch-bucket", Prefix="batch/").get("KeyCount") == 0
+
+
+def test_a_failed_batch_resumes_with_only_its_missing_chunks(moto_s3, labeller, tmp_path):
+    """Chunks 3 and 7 fail for good: the batch stops, keeping every chunk that was answered;
+    the same batch run again sends only 3 and 7 and gives every row its label once."""
+    pixels = first_pixel_rows(1_000)
+    kwargs = {
+        "url": labeller.url,
+        "s3": moto_s3,
+        "bucket": "batch-bucket",
+        "rows_per_chunk": 100,
+        "concurrency": 3,
+        "progress": False,
+        "state_dir": tmp_path,
+        "destination": "out.npy",
+    }
+    labeller.fail = {3, 7}
+    with pytest.raises(batch.BatchError, match="HTTP 404"):
+        batch.run_batch(pixels, **kwargs)
+    (folder,) = tmp_path.glob(".predict-batch-*")
+    manifest = json.loads((folder / "manifest.json").read_text())
+    done = {int(i) for i in manifest["done"]}
+    assert not done & {3, 7} and len(done) >= 1
+    first_keys = list(labeller.keys)
+    labeller.fail, labeller.keys = set(), []
+    result = batch.run_batch(pixels, **kwargs)
+    np.testing.assert_array_equal(result.labels, (np.arange(1_000) % 256) % 10)
+    assert result.resumed_chunks == len(done) and result.sent_chunks == 10 - len(done)
+    sent = sorted(int(k.rsplit("-", 1)[1][:5]) for k in labeller.keys)
+    assert sent == sorted(set(range(10)) - done) and result.calls == len(sent)
+    assert Path(result.state) == folder and result.run_id == manifest["run_id"]
+    assert all(k.startswith(f"batch/{result.run_id}/") for k in first_keys + labeller.keys)
+    again = json.loads((folder / "manifest.json").read_text())
+    assert len(again["done"]) == 10 and len(again["attempts"]) == 2
+    assert again["attempts"][1]["sent_chunks"] == result.sent_chunks
+    # a different chunk size is a different batch: nothing is resumed
+    other = batch.run_batch(pixels, **{**kwargs, "rows_per_chunk": 250})
+    assert other.run_id != result.run_id and other.resumed_chunks == 0 and other.sent_chunks == 4
 
 
 def test_read_source_and_write_predictions(moto_s3, tmp_path):
@@ -326,18 +436,18 @@ def test_output_key_statuses_through_the_local_stack(stack, mnist_xy):
     np.save(buf, x[:50])
     s3.put_object(Bucket=info.bucket, Key="inputs/fifty.npy", Body=buf.getvalue())
     base = {"bucket": info.bucket, "key": "inputs/fifty.npy"}
-    ok = requests.post(info.predict_url, json={**base, "output_key": "predictions/t/x.json"})
-    assert ok.status_code == 200, ok.text
-    assert ok.json() == {"bucket": info.bucket, "key": "predictions/t/x.json", "rows": 50,
-                         "format": "json"}  # fmt: skip
+    client = Client(info.predict_url, max_attempts=1)
+    ok = client.predict(info.bucket, "inputs/fifty.npy", output_key="predictions/t/x.json")
+    assert ok.body == {"bucket": info.bucket, "key": "predictions/t/x.json", "rows": 50,
+                       "format": "json"}  # fmt: skip
     stored = json.loads(s3.get_object(Bucket=info.bucket, Key="predictions/t/x.json")["Body"]
                         .read())  # fmt: skip
-    assert stored == requests.post(info.predict_url, json=base).json()
-    outside = requests.post(info.predict_url, json={**base, "output_key": "inputs/x.npy"})
-    assert outside.status_code == 403, outside.text
+    assert stored == client.predict(info.bucket, "inputs/fifty.npy").body
+    outside = client.post({**base, "output_key": "inputs/x.npy"})
+    assert outside.status == 403, outside.body
     for bad in ("../x.npy", "predictions/x.csv", ""):
-        response = requests.post(info.predict_url, json={**base, "output_key": bad})
-        assert response.status_code == 400, (bad, response.text)
+        response = client.post({**base, "output_key": bad})
+        assert response.status == 400, (bad, response.body)
 
 
 @pytest.mark.e2e
@@ -363,7 +473,7 @@ def test_predict_batch_cli(stack, mnist_xy, small_model_path, tmp_path, capsys):
 
 def test_throttling_429_from_the_api_front_is_retried(tmp_path):
     """The real API front, its stage throttled to burst 1 and 1 request/s, over a stub function:
-    post_json backs off on the 429 (no Retry-After, as on API Gateway) until a token is back."""
+    the client backs off on the 429 (no Retry-After, as on API Gateway) until a token is back."""
     from stack_helpers import write_throttled_echo_app
 
     from mnist_lambda.local_stack.api_front import ApiFront
@@ -380,22 +490,81 @@ def test_throttling_429_from_the_api_front_is_retried(tmp_path):
     _, template = write_throttled_echo_app(tmp_path, rate=1, burst=1)
     front = ApiFront(load_stack_spec(template), {"EchoFunction": Function()})
     front.start()
-    sleeps: list[float] = []
-
-    def sleep(seconds: float) -> None:
-        sleeps.append(seconds)
-        time.sleep(seconds)
-
-    pol = batch.RetryPolicy(max_attempts=12, sleep=sleep, rng=random.Random(1), timeout_s=5)
-    stats = batch.CallStats()
+    client = Client(front.url + "/dev/predict", max_attempts=12, timeout_s=5)
     try:
-        session = requests.Session()
-        url = front.url + "/dev/predict"
-        assert session.post(url, json={}, timeout=5).status_code == 200  # the only token
-        response = batch.post_json(session, url, {"bucket": "b", "key": "k"}, pol, stats)
+        assert client.post({}).status == 200  # the only token
+        result = client.predict("b", "k")
     finally:
         front.stop()
-    assert response.json() == [1, 2, 3]
-    assert stats.statuses["429"] >= 1 and stats.statuses["200"] == 1 and len(stats.statuses) == 2
-    assert len(sleeps) == stats.retries == stats.calls - 1
+    stats = client.stats
+    assert result.labels.tolist() == [1, 2, 3]
+    assert stats.statuses["429"] >= 1 and stats.statuses["200"] == 2 and len(stats.statuses) == 2
+    assert result.retries == stats.retries == stats.calls - 2 == stats.statuses["429"]
+    assert result.seconds >= 0.5  # backed off until the bucket had a token again
     assert len(invoked) == 2  # the throttled attempts never reached the function
+
+
+# --- resumable: killed with SIGKILL mid-batch, run again with the same arguments ----------------
+
+
+def _posts(state: Path) -> int:
+    """POST /dev/predict lines in the local stack's log (one per request the front answered)."""
+    return (state / "local_stack.log").read_text().count("POST /dev/predict ")
+
+
+def _settled_posts(state: Path, seconds: float = 0.5) -> int:
+    count, deadline = _posts(state), time.monotonic() + 10
+    while time.monotonic() < deadline:
+        time.sleep(seconds)
+        if (now := _posts(state)) == count:
+            return count
+        count = now
+    return count
+
+
+@pytest.mark.e2e
+def test_predict_batch_killed_and_run_again_resumes(stack, mnist_xy, small_model_path, tmp_path):
+    state, _ = stack
+    x, _ = mnist_xy
+    rows = x[:3_000]
+    source = tmp_path / "in.npy"
+    np.save(source, rows)
+    out = tmp_path / "killed" / "labels.npy"
+    args = ["predict-batch", str(source), "--local-stack", str(state), "-c", "1", "-q"]
+    args += ["--rows-per-chunk", "100"]
+    command = [sys.executable, "-m", "mnist_lambda.cli", *args, "-o", str(out)]
+    proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    manifest: dict = {}
+    try:
+        deadline = time.monotonic() + 60
+        while len(manifest.get("done", ())) < 3 and time.monotonic() < deadline:
+            assert proc.poll() is None, proc.communicate()
+            for path in out.parent.glob(".predict-batch-*/manifest.json"):
+                manifest = json.loads(path.read_text())
+            time.sleep(0.01)
+        proc.send_signal(signal.SIGKILL)
+    finally:
+        proc.kill()
+        proc.communicate()
+    assert proc.returncode == -signal.SIGKILL and not out.exists()
+    (folder,) = out.parent.glob(".predict-batch-*")
+    done = {int(i) for i in json.loads((folder / "manifest.json").read_text())["done"]}
+    assert 3 <= len(done) < 30
+    before = _settled_posts(state)
+
+    again = subprocess.run(command, capture_output=True, text=True, timeout=120)
+    assert again.returncode == 0, again.stderr
+    summary = json.loads(again.stdout)
+    assert summary["resumed_chunks"] == len(done) and summary["sent_chunks"] == 30 - len(done)
+    # one answered call per missing chunk; the stage throttle's 429s (10 requests/s in the
+    # template) are retried and counted, never sent as a chunk again
+    statuses = summary["statuses"]
+    assert statuses["200"] == summary["calls"] - summary["retries"] == 30 - len(done)
+    assert set(statuses) <= {"200", "429"} and statuses.get("429", 0) == summary["retries"]
+    assert _settled_posts(state) - before == summary["calls"]  # the stack saw only those
+    assert not folder.exists()  # the record goes once the output is written
+
+    whole = tmp_path / "whole" / "labels.npy"
+    assert cli.main([*args, "-o", str(whole)]) == 0
+    np.testing.assert_array_equal(np.load(out), np.load(whole))
+    np.testing.assert_array_equal(np.load(out), load(small_model_path).predict(rows))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gzip
+import os
 import shutil
 import struct
 from pathlib import Path
@@ -174,6 +175,23 @@ def test_auto_falls_back_to_sample_with_a_warning(monkeypatch: pytest.MonkeyPatc
     with pytest.warns(UserWarning, match="did not answer"):
         ds = data.load_mnist("auto")
     assert ds.source.startswith("sample:")
+    assert ds.spec == "sample" and ds.fell_back("auto") and not ds.fell_back("sample")
+
+
+def test_relative_idx_path_is_from_the_project_root(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """One rule whoever loads: a relative ``idx:`` path is resolved against the project root."""
+    from mnist_lambda.paths import project_root
+
+    make_pair(tmp_path, "t10k", 20)
+    relative = os.path.relpath(tmp_path, project_root())
+    assert data.resolve_idx_dir(relative) == tmp_path.resolve()
+    for cwd in (tmp_path, project_root() / "notebooks"):  # the CLI's cwd, a kernel's cwd
+        monkeypatch.chdir(cwd)
+        ds = data.load_mnist(f"idx:{relative}")
+        assert ds.pixels.shape == (20, 784)
+        assert ds.spec == f"idx:{tmp_path.resolve()}"  # reloads the same folder from anywhere
 
 
 def test_openml_is_reached_through_fetch_openml(

@@ -20,10 +20,10 @@ from typing import Any
 
 import numpy as np
 import pytest
-import requests
 from reliability_helpers import LONG, PREFIX, PROFILE, npy_bytes, real_stack, write_figures
 
 from mnist_lambda import local_stack
+from mnist_lambda.client import Client, EndpointError
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(900 if LONG else 240)]
 
@@ -63,14 +63,14 @@ def run_level(info: local_stack.StackInfo, concurrency: int, total: int) -> dict
     lock = threading.Lock()
 
     def one(_: int) -> None:
-        session = getattr(local, "session", None)
-        if session is None:
-            session = local.session = requests.Session()
+        client = getattr(local, "client", None)
+        if client is None:  # no retries: every failure counts
+            client = local.client = Client(info.predict_url, max_attempts=1, timeout_s=60)
         started = time.perf_counter()
         try:
-            resp = session.post(info.predict_url, json=body, timeout=60)
-            outcome = (resp.status_code, time.perf_counter() - started, resp.text)
-        except requests.RequestException as exc:
+            result = client.post(body)
+            outcome = (result.status, result.seconds, result.response.text)
+        except EndpointError as exc:
             outcome = (0, time.perf_counter() - started, repr(exc))
         with lock:
             results.append(outcome)

@@ -16,6 +16,7 @@ import requests
 from stack_helpers import ServeProcess, wait_until, write_echo_app
 
 from mnist_lambda import local_stack
+from mnist_lambda.client import predict
 from mnist_lambda.local_stack import make_s3_client, procs
 from mnist_lambda.local_stack.cfn_template import load_stack_spec
 from mnist_lambda.local_stack.lambda_emulator import find_rie, function_environment
@@ -250,12 +251,7 @@ def test_real_lambda_app_behind_the_stack(tmp_path: Path, request: pytest.Fixtur
         local_stack.s3_client(info).put_object(
             Bucket=info.bucket, Key="digits/first200.npy", Body=buf.getvalue()
         )
-        resp = requests.post(
-            info.predict_url,
-            json={"bucket": info.bucket, "key": "digits/first200.npy"},
-            timeout=60,
-        )
-        assert resp.status_code == 200, resp.text
-        assert resp.json() == expected
+        result = predict(info.predict_url, info.bucket, "digits/first200.npy")
+        assert result.body == expected
     finally:
         local_stack.stop(state_dir)

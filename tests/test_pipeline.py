@@ -91,6 +91,61 @@ def test_run_writes_the_whole_record(trained_run: Path, mnist_source, mnist_xy) 
 
 
 @pytest.mark.e2e
+def test_run_states_what_it_did(trained_run: Path) -> None:
+    from mnist_lambda import report
+
+    state = json.loads((trained_run / "run_state.json").read_text())
+    assert set(state) == {"sample", "train"}  # what each step handed on, nothing else
+    assert state["sample"]["n_test"] == 1000
+    assert Path(state["train"]["model_path"]) == trained_run.parent / "model" / "model.npz"
+    summary = report.summary_text(trained_run)
+    assert "4,000 / 1,000 digits" in summary and "serving test accuracy" in summary
+    html = (trained_run / "report.html").read_text()
+    opening = html[: html.index('id="section-01_sample_data"')]
+    assert "Run run-a" in opening and "baseline test accuracy" in opening
+    assert 'href="#section-02_train_model"' in opening and "data:image/png;base64" in opening
+
+
+def test_fallback_to_the_sample_is_a_warning(tmp_path: Path) -> None:
+    from mnist_lambda import record, report
+
+    record.update_state(tmp_path, "sample", data_source="auto", fell_back=True)
+    assert report.fallback_warning(tmp_path).startswith("WARNING: data_source=auto fell back")
+    assert report.summary_text(tmp_path).splitlines()[0].startswith("WARNING:")
+    record.update_state(tmp_path, "sample", data_source="sample", fell_back=False)
+    assert report.fallback_warning(tmp_path) == ""
+
+
+@pytest.mark.e2e
+def test_run_json_repeats_the_run_exactly(trained_run: Path, tmp_path: Path) -> None:
+    """``run --from run.json``: every parameter on record, defaults included; the same run."""
+    recorded = json.loads((trained_run / "run.json").read_text())["effective_parameters"]
+    assert recorded["sample"] | {"run_dir": ""} == {
+        "data_source": recorded["sample"]["data_source"],
+        "n_samples": 5000,  # passed
+        "test_size": 0.2,  # defaults
+        "stratify": True,
+        "random_state": 42,
+        "run_dir": "",
+    }
+    assert recorded["train"]["cv_folds"] == 3 and recorded["train"]["pca_components"] == 40
+    again = tmp_path / "again"
+    model_dir = ["-p", "model_dir", str(tmp_path / "model")]  # the rest from run.json
+    proc = run_cli("run", "--from", str(trained_run / "run.json"), "--out", str(again), *model_dir)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    run = json.loads((again / "run.json").read_text())
+    assert run["steps"] == ["sample", "train"]
+    assert run["replayed_from"] == str(trained_run / "run.json")
+    for name in ("X_test.npy", "y_test.npy", "X_train.npy", "serving_predictions.npy"):
+        np.testing.assert_array_equal(
+            np.load(trained_run / "data" / name), np.load(again / "data" / name), err_msg=name
+        )
+    first, second = (json.loads((d / "metrics.json").read_text()) for d in (trained_run, again))
+    assert first["serving"]["sha256"] == second["serving"]["sha256"]
+    assert first["serving"]["cv_scores"] == second["serving"]["cv_scores"]
+
+
+@pytest.mark.e2e
 def test_manifest_describes_the_artifact(trained_run: Path) -> None:
     from mnist_serving.model import file_sha256, load
 
@@ -207,6 +262,9 @@ def test_endpoint_agrees_with_the_notebook(full_run: Path) -> None:
     assert ep["model_sha256"] == metrics["serving"]["sha256"]
     assert metrics["upload"]["bucket"] == "e2e-bucket"
     assert (full_run / "figures" / "endpoint_vs_notebook.png").exists()
+    state = json.loads((full_run / "run_state.json").read_text())
+    assert state["upload"]["target"] == "local" and state["upload"]["bucket"] == "e2e-bucket"
+    assert state["deploy"]["url"] == ep["url"] and state["deploy"]["instances"] == 2
     run = json.loads((full_run / "run.json").read_text())
     assert run["steps"] == ["sample", "train", "upload", "deploy", "evaluate"]
 

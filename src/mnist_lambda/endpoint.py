@@ -1,56 +1,18 @@
-"""Call the deployed endpoint and judge it: agreement, latency, cost."""
+"""Judge the endpoint: latency summaries and what a million predictions cost on AWS.
+
+Calling it is :mod:`mnist_lambda.client`; this module is the pricing and the arithmetic on the
+durations a client measured.
+"""
 
 from __future__ import annotations
 
-import time
-from dataclasses import dataclass, field
-
 import numpy as np
-import requests
 
 # AWS list prices (us-east-1, x86, on-demand), checked 2026-11: Lambda compute per GB-second,
 # Lambda requests and API Gateway REST API requests per million.
 LAMBDA_USD_PER_GB_SECOND = 0.0000166667
 LAMBDA_USD_PER_MILLION_REQUESTS = 0.20
 APIGW_REST_USD_PER_MILLION_REQUESTS = 3.50
-
-
-class EndpointError(RuntimeError):
-    """The endpoint answered with an error; the message carries its status and body."""
-
-
-@dataclass
-class Call:
-    labels: np.ndarray
-    seconds: float
-    status: int
-    headers: dict[str, str] = field(default_factory=dict)
-
-    def function_ms(self) -> float | None:
-        """The invocation's duration reported by the local stack's emulator, without init."""
-        headers = {k.lower(): v for k, v in self.headers.items()}
-        total = headers.get("x-lambda-emulator-duration-ms")
-        if total is None:
-            return None
-        init = headers.get("x-lambda-emulator-init-duration-ms") or 0
-        return float(total) - float(init)
-
-    def init_ms(self) -> float | None:
-        """The cold start's init duration reported by the emulator (None when warm)."""
-        value = {k.lower(): v for k, v in self.headers.items()}.get(
-            "x-lambda-emulator-init-duration-ms"
-        )
-        return float(value) if value else None
-
-
-def predict(url: str, bucket: str, key: str, timeout: float = 35.0) -> Call:
-    """POST ``{"bucket", "key"}`` and return the labels (the tutorial's contract)."""
-    start = time.perf_counter()
-    response = requests.post(url, json={"bucket": bucket, "key": key}, timeout=timeout)
-    seconds = time.perf_counter() - start
-    if response.status_code != 200:
-        raise EndpointError(f"POST {url} answered {response.status_code}: {response.text[:500]}")
-    return Call(np.array(response.json()), seconds, response.status_code, dict(response.headers))
 
 
 def latency_summary(seconds: list[float]) -> dict[str, float]:

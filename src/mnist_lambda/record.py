@@ -1,4 +1,12 @@
-"""The run record: atomic writes, run ids, ``metrics.json`` sections and ``run.json``."""
+"""The run record: atomic writes, run ids, ``metrics.json``, ``run_state.json`` and ``run.json``.
+
+- ``metrics.json``: what the run measured (accuracies, latencies...), for people and reports.
+- ``run_state.json``: what one step hands to the next (:func:`update_state`, :func:`read_state`),
+  one section per step: ``sample`` (data used), ``train`` (serving model), ``upload`` (target,
+  region, bucket, key), ``deploy`` (target, endpoint URL, memory). A notebook run alone reads
+  what an earlier step left in the same run folder, or falls back to its defaults.
+- ``run.json``: how the run was made (parameters, versions, status, timings).
+"""
 
 from __future__ import annotations
 
@@ -89,6 +97,23 @@ def update_metrics(run_dir: str | Path, **sections: Any) -> None:
     metrics = read_json(path)
     metrics.update(json.loads(json.dumps(sections, default=_jsonable)))
     atomic_write_json(path, metrics)
+
+
+STATE_FILE = "run_state.json"
+
+
+def read_state(run_dir: str | Path, section: str | None = None) -> dict[str, Any]:
+    """``run_dir/run_state.json``, or one of its sections; empty when absent."""
+    state = read_json(Path(run_dir) / STATE_FILE)
+    return dict(state.get(section) or {}) if section else state
+
+
+def update_state(run_dir: str | Path, section: str, **values: Any) -> None:
+    """Replace one step's section of ``run_dir/run_state.json`` (written atomically)."""
+    path = Path(run_dir) / STATE_FILE
+    state = read_json(path)
+    state[section] = json.loads(json.dumps(values, default=_jsonable))
+    atomic_write_json(path, state)
 
 
 def git_sha(root: str | Path, short: bool = True) -> str:

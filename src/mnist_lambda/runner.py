@@ -1,11 +1,18 @@
-"""Run the notebooks in order with papermill into one run folder, and record the run."""
+"""Run the notebooks in order with papermill into one run folder, and record the run.
+
+``run.json`` records, per step, every parameter its notebook ran with (the notebook's defaults
+overridden by what was passed), so :func:`replay_plan` can repeat a run exactly. Steps hand
+their results on through ``run_state.json`` (see :mod:`mnist_lambda.record`). After the run,
+the run's local stack (if any) is stopped unless ``keep_stack``.
+"""
 
 from __future__ import annotations
 
+import ast
 import datetime as dt
 import sys
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -13,7 +20,7 @@ from typing import Any
 import papermill as pm
 import yaml
 
-from mnist_lambda import paths, record, report
+from mnist_lambda import paths, record, report, targets
 from mnist_serving.model import file_sha256
 
 KERNEL_NAME = "mnist-lambda"
@@ -78,11 +85,15 @@ def _coerce(value: Any, declared: str, raw: Any) -> Any:
     return value
 
 
-def _absolute_data_source(value: Any) -> Any:
-    """``idx:DIR`` relative to the caller's folder, since notebooks run in notebooks/."""
-    if isinstance(value, str) and value.startswith("idx:"):
-        return "idx:" + str(Path(value[4:]).expanduser().resolve())
-    return value
+def notebook_defaults(step: Step) -> dict[str, Any]:
+    """The values a notebook's ``parameters`` cell assigns, as Python objects."""
+    defaults = {}
+    for name, spec in pm.inspect_notebook(str(paths.notebooks_dir() / step.notebook)).items():
+        try:
+            defaults[name] = ast.literal_eval(spec["default"])
+        except (ValueError, SyntaxError):
+            defaults[name] = spec["default"]
+    return defaults
 
 
 def ensure_kernel() -> str:
@@ -101,16 +112,24 @@ def ensure_kernel() -> str:
     return KERNEL_NAME
 
 
-def plan_parameters(steps: Sequence[Step], given: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
-    """Parameters per notebook: each gets only what it declares; unknown keys are an error."""
+def plan_parameters(
+    steps: Sequence[Step],
+    given: Mapping[str, Any],
+    base: Mapping[str, Mapping[str, Any]] | None = None,
+) -> dict[str, dict[str, Any]]:
+    """Parameters per notebook: each gets only what it declares; unknown keys are an error.
+
+    ``base`` holds earlier per-step values (a replayed run's); ``given`` overrides them.
+    """
     plans: dict[str, dict[str, Any]] = {}
     declared_anywhere: set[str] = set()
     for step in steps:
         declared = pm.inspect_notebook(str(paths.notebooks_dir() / step.notebook))
         declared_anywhere |= set(declared)
+        values = dict((base or {}).get(step.name, {})) | dict(given)
         plans[step.name] = {
-            key: _coerce(_absolute_data_source(value), declared[key]["inferred_type_name"], value)
-            for key, value in given.items()
+            key: _coerce(value, declared[key]["inferred_type_name"], value)
+            for key, value in values.items()
             if key in declared
         }
     unknown = sorted(set(given) - declared_anywhere)
@@ -122,20 +141,46 @@ def plan_parameters(steps: Sequence[Step], given: Mapping[str, Any]) -> dict[str
     return plans
 
 
+def replay_plan(run_json: str | Path) -> tuple[list[str], dict[str, dict[str, Any]]]:
+    """The steps and per-step parameters that repeat the run recorded in ``run_json``.
+
+    ``run_dir`` is left out (the new run has its own); ``data_source="auto"`` becomes the source
+    the recorded run actually used, so the same digits are drawn even if OpenML's reachability
+    changed since.
+    """
+    recorded = record.read_json(run_json)
+    if "effective_parameters" not in recorded:
+        raise RunError(f"{run_json} has no effective parameters on record; cannot repeat it")
+    plans = {
+        step: {k: v for k, v in values.items() if k != "run_dir"}
+        for step, values in recorded["effective_parameters"].items()
+    }
+    spec = recorded.get("data_spec")
+    if spec and plans.get("sample", {}).get("data_source") == "auto":
+        plans["sample"]["data_source"] = spec
+    return list(recorded.get("steps") or plans), plans
+
+
 def run(
     out_dir: str | Path | None = None,
     steps: Sequence[str] | None = None,
     parameters: Mapping[str, Any] | None = None,
     progress: bool = True,
-    after_run: Callable[[Path], None] | None = None,
+    keep_stack: bool = False,
+    base: Mapping[str, Mapping[str, Any]] | None = None,
+    replayed_from: str | Path | None = None,
 ) -> RunResult:
-    """Execute the selected notebooks into ``out_dir`` (default ``outputs/<run-id>/``)."""
+    """Execute the selected notebooks into ``out_dir`` (default ``outputs/<run-id>/``).
+
+    ``base`` gives per-step parameters (from :func:`replay_plan`) that ``parameters`` override.
+    """
     root = paths.project_root()
     run_id = Path(out_dir).name if out_dir else record.new_run_id(root)
     run_dir = Path(out_dir).resolve() if out_dir else paths.outputs_dir() / run_id
     chosen = select_steps(steps)
     given = dict(parameters or {})
-    plans = plan_parameters(chosen, given | {"run_dir": str(run_dir)})
+    plans = plan_parameters(chosen, given | {"run_dir": str(run_dir)}, base)
+    effective = {s.name: notebook_defaults(s) | plans[s.name] for s in chosen}
     run_dir.mkdir(parents=True, exist_ok=True)
     kernel = ensure_kernel()
 
@@ -145,6 +190,8 @@ def run(
         "started": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         "steps": [s.name for s in chosen],
         "parameters": given,
+        "effective_parameters": effective,
+        "replayed_from": str(replayed_from) if replayed_from else None,
         "git_sha": record.git_sha(root, short=False),
         "lock_sha256": file_sha256(root / "poetry.lock"),
         "python": sys.version.split()[0],
@@ -156,10 +203,11 @@ def run(
     result = RunResult(run_dir=run_dir, status="running")
     executed: list[Path] = []
     try:
-        for step in chosen:
+        for number, step in enumerate(chosen, 1):
             output = run_dir / step.notebook
             started = time.perf_counter()
-            print(f"[{step.name}] {step.notebook} -> {output}", file=sys.stderr, flush=True)
+            tag = f"[{number}/{len(chosen)} {step.name}]"
+            print(f"{tag} start {step.notebook} -> {output}", file=sys.stderr, flush=True)
             # papermill rewrites its output after every cell, in place: it runs into a partial
             # file beside the output, renamed over it once the notebook has finished (or failed
             # in a cell), so the run folder never holds a half-written notebook.
@@ -187,6 +235,8 @@ def run(
                 break
             finally:
                 info["timings"][step.name] = round(time.perf_counter() - started, 2)
+                done = "failed" if result.status == "failed" else "done"
+                print(f"{tag} {done} in {info['timings'][step.name]:.1f} s", file=sys.stderr)
             executed.append(output)
             result.steps.append(
                 {"step": step.name, "notebook": str(output), "seconds": info["timings"][step.name]}
@@ -198,14 +248,17 @@ def run(
         result.error = "interrupted (Ctrl-C); outputs written so far are complete files"
         raise
     finally:
-        if after_run is not None:
-            after_run(run_dir)
-        if executed:
-            report.write_html_report(executed, run_dir / "report.html", title=f"Run {run_id}")
+        if not keep_stack and targets.stop_local(run_dir):
+            print("local stack stopped (--keep-stack leaves it running)", file=sys.stderr)
         info.update(
             status=result.status,
             error=result.error,
             finished=dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+            data_spec=record.read_state(run_dir, "sample").get("data_spec"),
         )
         record.atomic_write_json(run_dir / "run.json", info)
+        if executed:
+            report.write_html_report(
+                executed, run_dir / "report.html", title=f"Run {run_id}", run_dir=run_dir
+            )
     return result

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -283,7 +282,3 @@ def comparison_table(reports: list[ModelReport]) -> list[dict[str, Any]]:
         }
         for r in reports
     ]
-
-
-def load_manifest(path: str | Path) -> dict[str, Any]:
-    return json.loads(Path(path).read_text(encoding="utf-8"))

@@ -12,6 +12,12 @@ from pathlib import Path
 from typing import Any
 
 DEFAULT_DATA = "idx:../shared/data/mnist"
+HELP = "the tutorial's deployment and ours, side by side on the local stack"
+EXAMPLES = """examples:
+  mnist-lambda bench                     # full profile, about 2-3 minutes
+  mnist-lambda bench --quick --out /tmp/b
+  mnist-lambda bench --readme            # and rewrite README.md's performance table
+"""
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:

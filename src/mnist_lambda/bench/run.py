@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import contextlib
 import io
-import re
 import shutil
 import sys
 import tempfile
@@ -24,7 +23,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import requests
 
 from mnist_lambda import record
 from mnist_lambda.batch import NPY_HEADER_BYTES
@@ -37,6 +35,7 @@ from mnist_lambda.bench.probes import (  # noqa: F401  (re-exported for callers 
 )
 from mnist_lambda.bench.profile import TUTORIAL_MEMORY_MB, A, B, Profile  # noqa: F401
 from mnist_lambda.bench.report import make_figure, markdown, summary, targets
+from mnist_lambda.client import Client, EndpointError
 from mnist_lambda.paths import project_root
 from mnist_serving.schema import N_PIXELS
 
@@ -70,9 +69,7 @@ def prepare(profile: Profile, data_source: str, work: Path) -> Prepared:
 
     from mnist_lambda import data, training
 
-    if data_source.startswith("idx:") and not Path(data_source[4:]).is_absolute():
-        data_source = "idx:" + str((project_root() / data_source[4:]).resolve())
-    dataset = data.load_mnist(data_source)
+    dataset = data.load_mnist(data_source)  # a relative idx: path is from the project root
     x, y = dataset.pixels, dataset.labels
     if profile.max_samples and len(x) > profile.max_samples:
         keep, _ = train_test_split(
@@ -165,6 +162,7 @@ class Config:
     object_bytes: dict[str, int] = field(default_factory=dict)
     max_memory_mb: float | None = None
     """The largest ``Max Memory Used`` the emulator reported (the environment's cgroup)."""
+    client: Client | None = None
 
     def peak_mb(self) -> float | None:
         """Max Memory Used as Lambda counts it; without enforced limits, the runtime's VmHWM."""
@@ -178,35 +176,21 @@ class Config:
         local_stack.s3_client(self.info).put_object(Bucket=self.info.bucket, Key=key, Body=body)
         self.keys[label], self.object_bytes[label] = key, len(body)
 
-    def call(self, label: str, session: requests.Session) -> dict[str, Any]:
+    def call(self, label: str) -> dict[str, Any]:
+        """One call on this side's keep-alive client (no retries: a benchmark counts failures,
+        never hides them)."""
         from mnist_lambda import local_stack
 
         self.info = local_stack.read(self.state_dir) or self.info
-        start = time.perf_counter()
-        response = session.post(
-            self.info.predict_url,
-            json={"bucket": self.info.bucket, "key": self.keys[label]},
-            timeout=60,
-        )
-        seconds = time.perf_counter() - start
-        if response.status_code != 200:
-            raise RuntimeError(
-                f"{self.name} {label}: HTTP {response.status_code} {response.text[:300]}"
-            )
-        h = response.headers
-        if used := h.get("X-Lambda-Emulator-Max-Memory-Used-Mb"):
-            self.max_memory_mb = max(self.max_memory_mb or 0.0, float(used))
-        timing = dict(re.findall(r"(\w+);dur=([\d.]+)", h.get("Server-Timing", "")))
-        init = h.get("X-Lambda-Emulator-Init-Duration-Ms")
-        duration = h.get("X-Lambda-Emulator-Duration-Ms")
-        return {
-            "seconds": seconds,
-            "cold": h.get("X-Lambda-Emulator-Cold-Start") == "true",
-            "init_ms": float(init) if init else None,
-            "function_ms": (float(duration) - float(init or 0)) if duration else None,
-            "predict_ms": float(timing["predict"]) if "predict" in timing else None,
-            "labels": np.asarray(response.json(), dtype=np.int64),
-        }
+        if self.client is None or self.client.url != self.info.predict_url:
+            self.client = Client(self.info.predict_url, max_attempts=1, timeout_s=60)
+        try:
+            result = self.client.predict(self.info.bucket, self.keys[label])
+        except EndpointError as exc:
+            raise RuntimeError(f"{self.name} {label}: {exc}") from exc
+        if result.max_memory_mb is not None:
+            self.max_memory_mb = max(self.max_memory_mb or 0.0, result.max_memory_mb)
+        return {**result.timings(), "labels": result.labels}
 
 
 @contextlib.contextmanager
@@ -220,6 +204,8 @@ def stacks(configs: list[Config], start_kwargs: dict[str, dict[str, Any]]) -> It
         yield
     finally:
         for cfg in configs:
+            if cfg.client is not None:
+                cfg.client.close()
             with contextlib.suppress(Exception):
                 local_stack.stop(cfg.state_dir)
 
@@ -285,7 +271,6 @@ def run_bench(
                 for n in profile.sizes:
                     cfg.upload(str(n), rows_for(prep.x_test, n))
                 cfg.upload("heldout", prep.x_test)
-            session = requests.Session()
             first = str(profile.sizes[0])
 
             say(f"cold starts x{profile.cold_repeats} (alternating)")
@@ -294,7 +279,7 @@ def run_bench(
                 for cfg in configs:
                     t0 = time.perf_counter()
                     local_stack.redeploy(cfg.state_dir)
-                    call = cfg.call(first, session)
+                    call = cfg.call(first)
                     call["first_response_ms"] = (time.perf_counter() - t0) * 1000
                     call.pop("labels")
                     cold[cfg.name].append(call)
@@ -303,8 +288,8 @@ def run_bench(
             accuracy = {}
             for cfg in configs:
                 for label in labels:
-                    cfg.call(label, session)  # every size once: warm caches, no timing
-                got = cfg.call("heldout", session)["labels"]
+                    cfg.call(label)  # every size once: warm caches, no timing
+                got = cfg.call("heldout")["labels"]
                 accuracy[cfg.name] = float(np.mean(got == prep.y_test))
 
             say(f"warm latency: {profile.repeats} alternating pairs per size")
@@ -315,7 +300,7 @@ def run_bench(
             for rep in range(profile.repeats):
                 for n in profile.sizes:
                     for cfg in configs if rep % 2 == 0 else configs[::-1]:
-                        call = cfg.call(str(n), session)
+                        call = cfg.call(str(n))
                         call.pop("labels")
                         warm[cfg.name][str(n)].append(call)
                 say(f"  pair {rep + 1}/{profile.repeats} done")
@@ -329,7 +314,7 @@ def run_bench(
                 rows = (limit - NPY_HEADER_BYTES) // N_PIXELS
                 say(f"our largest supported request: {rows:,} rows ({limit:,} bytes of .npy)")
                 ours.upload("max", rows_for(prep.x_test, rows))
-                call = ours.call("max", session)
+                call = ours.call("max")
                 call.pop("labels")
                 max_request = {
                     "rows": rows,

@@ -194,6 +194,7 @@ def _key_value(text: str) -> tuple[str, str]:
     return key, value
 
 
+HELP = "the local stack: S3 (IAM enforced) + sandboxed Lambda emulator + API Gateway front"
 EXAMPLES = """examples:
   mnist-lambda serve --instances 2
   mnist-lambda serve --model-path outputs/<run>/model/model.npz -P MemorySize=885

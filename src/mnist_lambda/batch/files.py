@@ -1,0 +1,72 @@
+"""Where a batch's rows come from and where its labels go: local files or S3."""
+
+from __future__ import annotations
+
+import io
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from mnist_lambda import record
+from mnist_serving.schema import N_PIXELS
+
+
+def parse_s3_url(url: str) -> tuple[str, str]:
+    """``s3://bucket/key-or-prefix`` -> (bucket, key)."""
+    if not url.startswith("s3://"):
+        raise ValueError(f"not an s3:// URL: {url!r}")
+    bucket, _, key = url[5:].partition("/")
+    if not bucket:
+        raise ValueError(f"no bucket in {url!r}")
+    return bucket, key
+
+
+def load_npy(data: bytes) -> np.ndarray:
+    """``(n, 784)`` pixels from ``.npy`` bytes (no pickle)."""
+    pixels = np.load(io.BytesIO(data), allow_pickle=False)
+    if pixels.ndim != 2 or pixels.shape[1] != N_PIXELS:
+        raise ValueError(f"expected (n, {N_PIXELS}) pixels, got shape {pixels.shape}")
+    return pixels
+
+
+def read_source(source: str, s3: Any = None) -> tuple[np.ndarray, list[str]]:
+    """Rows from a local ``.npy``, one ``s3://`` ``.npy`` object, or every ``.npy`` under an
+    ``s3://`` prefix (ending in ``/``) concatenated in key order; also the keys read."""
+    if not source.startswith("s3://"):
+        return load_npy(Path(source).read_bytes()), [source]
+    bucket, key = parse_s3_url(source)
+    if key and not key.endswith("/"):
+        return load_npy(s3.get_object(Bucket=bucket, Key=key)["Body"].read()), [key]
+    keys = []
+    for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=key):
+        keys += [o["Key"] for o in page.get("Contents", []) if o["Key"].endswith(".npy")]
+    if not keys:
+        raise ValueError(f"no .npy objects under {source}")
+    keys.sort()
+    parts = [load_npy(s3.get_object(Bucket=bucket, Key=k)["Body"].read()) for k in keys]
+    return np.concatenate(parts), keys
+
+
+def write_predictions(labels: np.ndarray, destination: str, s3: Any = None) -> str:
+    """Write the labels as ``.npy`` (int64) or ``.json`` to a local path (atomically) or an
+    ``s3://`` URL (one PUT)."""
+    labels = np.asarray(labels, dtype=np.int64)
+    text = json.dumps(labels.tolist(), separators=(",", ":"))
+    as_json = destination.endswith(".json")
+    if not destination.startswith("s3://"):
+        if as_json:
+            record.atomic_write_text(destination, text)
+        else:
+            record.atomic_save_npy(destination, labels)
+        return destination
+    if as_json:
+        data = text.encode()
+    else:
+        buf = io.BytesIO()
+        np.save(buf, labels, allow_pickle=False)
+        data = buf.getvalue()
+    bucket, key = parse_s3_url(destination)
+    s3.put_object(Bucket=bucket, Key=key, Body=data)
+    return destination

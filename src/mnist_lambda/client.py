@@ -1,0 +1,274 @@
+"""The one client of ``POST /predict``: retries by urllib3, answers parsed once into a Result.
+
+Used by the notebooks, ``predict-batch``, ``bench`` and the tests::
+
+    with Client(url) as client:
+        result = client.predict(bucket, key)        # EndpointError unless 200
+        result.labels, result.seconds, result.cold, result.predict_ms, result.retries
+
+Retries are urllib3's :class:`~urllib3.util.Retry` mounted on a requests session: 429, 502,
+503 and 504 and connection/read errors, POST included (a predict call is idempotent: the same
+object gives the same labels, an ``output_key`` is overwritten), exponential backoff with
+jitter, the server's ``Retry-After`` respected (capped). Other statuses are answers, never
+retried. Every retry is counted (:attr:`Result.retries`, :attr:`Client.stats`).
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+import time
+from dataclasses import dataclass, field
+from types import TracebackType
+from typing import Any
+
+import numpy as np
+import requests
+from requests.adapters import HTTPAdapter
+from urllib3.util import Retry
+
+from mnist_lambda.aws_limits import API_GATEWAY_TIMEOUT_S
+
+RETRY_STATUSES = frozenset({429, 502, 503, 504})
+"""Throttled, or the gateway/function/S3 failing for a moment; 500 is a bug, not retried."""
+DEFAULT_TIMEOUT_S = API_GATEWAY_TIMEOUT_S + 6
+"""Longer than API Gateway's integration timeout, so its 504 arrives before ours."""
+DEFAULT_MAX_ATTEMPTS = 6
+_SERVER_TIMING = re.compile(r"([\w.-]+)\s*;\s*dur=([\d.]+)")
+
+
+class EndpointError(RuntimeError):
+    """The endpoint did not answer 200 (after retries); ``result`` is its last answer, if any."""
+
+    def __init__(self, message: str, result: Result | None = None) -> None:
+        super().__init__(message)
+        self.result = result
+        self.status = result.status if result else None
+
+
+def _float(value: str | None) -> float | None:
+    try:
+        return float(value) if value else None
+    except ValueError:
+        return None
+
+
+@dataclass(frozen=True)
+class Result:
+    """One answer of ``POST /predict`` with its headers parsed; ``response`` is the raw one."""
+
+    status: int
+    seconds: float
+    """End to end, retries and their waits included."""
+    retries: int
+    body: Any
+    """The JSON body (labels, an ``output_key`` location or an error), None if not JSON."""
+    request_id: str | None = None
+    model_sha256: str | None = None
+    model_version: str | None = None
+    row_count: int | None = None
+    timings_ms: dict[str, float] = field(default_factory=dict)
+    """``Server-Timing`` (the function's own phases: ``s3``, ``decode``, ``predict``...)."""
+    cold: bool | None = None
+    """The local stack's emulator headers (``X-Lambda-Emulator-*``); None elsewhere."""
+    instance: str | None = None
+    init_ms: float | None = None
+    duration_ms: float | None = None
+    max_memory_mb: float | None = None
+    response: requests.Response | None = field(default=None, repr=False, compare=False)
+
+    @classmethod
+    def from_response(cls, response: requests.Response, seconds: float) -> Result:
+        """Parse a response's body and headers, once."""
+        h = response.headers
+        try:
+            body = response.json()
+        except ValueError:
+            body = None
+        history = getattr(getattr(response.raw, "retries", None), "history", ()) or ()
+        cold = h.get("X-Lambda-Emulator-Cold-Start")
+        rows = h.get("X-Row-Count")
+        timing = h.get("Server-Timing", "")
+        return cls(
+            status=response.status_code,
+            seconds=seconds,
+            retries=len(history),
+            body=body,
+            request_id=h.get("X-Request-Id"),
+            model_sha256=h.get("X-Model-Sha256"),
+            model_version=h.get("X-Model-Version"),
+            row_count=int(rows) if rows and rows.isdigit() else None,
+            timings_ms={k: float(v) for k, v in _SERVER_TIMING.findall(timing)},
+            cold=None if cold is None else cold == "true",
+            instance=h.get("X-Lambda-Emulator-Instance"),
+            init_ms=_float(h.get("X-Lambda-Emulator-Init-Duration-Ms")),
+            duration_ms=_float(h.get("X-Lambda-Emulator-Duration-Ms")),
+            max_memory_mb=_float(h.get("X-Lambda-Emulator-Max-Memory-Used-Mb")),
+            response=response,
+        )
+
+    @property
+    def ok(self) -> bool:
+        return self.status == 200
+
+    @property
+    def function_ms(self) -> float | None:
+        """The invocation's duration reported by the emulator, without the init."""
+        if self.duration_ms is None:
+            return None
+        return self.duration_ms - (self.init_ms or 0.0)
+
+    @property
+    def predict_ms(self) -> float | None:
+        return self.timings_ms.get("predict")
+
+    @property
+    def labels(self) -> np.ndarray:
+        """The labels of a 200 answer without ``output_key``, as int64."""
+        if not isinstance(self.body, list):
+            raise EndpointError(f"not a list of labels: {str(self.body)[:200]}", self)
+        return np.asarray(self.body, dtype=np.int64)
+
+    def timings(self) -> dict[str, Any]:
+        """The numbers a benchmark keeps: seconds, cold, init, function and predict ms."""
+        return {
+            "seconds": self.seconds,
+            "cold": bool(self.cold),
+            "init_ms": self.init_ms,
+            "function_ms": self.function_ms,
+            "predict_ms": self.predict_ms,
+        }
+
+
+@dataclass
+class CallStats:
+    """Every attempt a client made: calls, retries and the status of each (``error``: none)."""
+
+    calls: int = 0
+    retries: int = 0
+    statuses: dict[str, int] = field(default_factory=dict)
+
+    def add(self, outcomes: list[str]) -> None:
+        self.calls += len(outcomes)
+        self.retries += len(outcomes) - 1
+        for outcome in outcomes:
+            self.statuses[outcome] = self.statuses.get(outcome, 0) + 1
+
+
+def make_retry(
+    max_attempts: int = DEFAULT_MAX_ATTEMPTS,
+    *,
+    backoff_factor: float = 0.25,
+    backoff_max: float = 8.0,
+    backoff_jitter: float = 0.5,
+    retry_after_max: float = 8.0,
+) -> Retry:
+    """urllib3's Retry for POST /predict: ``max_attempts`` calls in all.
+
+    Attempt ``i`` (from 2) waits ``min(backoff_max, backoff_factor * 2**(i - 1) + U(0, jitter))``
+    (urllib3 retries the first failure at once), or ``Retry-After`` (at most
+    ``retry_after_max``) when the answer carries one.
+    """
+    return Retry(
+        total=max_attempts - 1,
+        redirect=0,
+        status_forcelist=RETRY_STATUSES,
+        allowed_methods=frozenset({"POST"}),
+        backoff_factor=backoff_factor,
+        backoff_max=backoff_max,
+        backoff_jitter=backoff_jitter,
+        respect_retry_after_header=True,
+        retry_after_max=retry_after_max,
+        raise_on_status=False,
+    )
+
+
+class Client:
+    """A keep-alive session to one ``POST /predict`` URL; thread-safe, counts its attempts."""
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        max_attempts: int = DEFAULT_MAX_ATTEMPTS,
+        timeout_s: float = DEFAULT_TIMEOUT_S,
+        pool_size: int = 10,
+        retry: Retry | None = None,
+    ) -> None:
+        if max_attempts < 1:
+            raise ValueError(f"max_attempts must be at least 1, got {max_attempts}")
+        self.url = url
+        self.timeout_s = timeout_s
+        self.retry = retry or make_retry(max_attempts)
+        self.max_attempts = (self.retry.total or 0) + 1
+        self.stats = CallStats()
+        self._lock = threading.Lock()
+        self.session = requests.Session()
+        adapter = HTTPAdapter(pool_maxsize=max(1, pool_size), max_retries=self.retry)
+        self.session.mount("http://", adapter)
+        self.session.mount("https://", adapter)
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self.session.close()
+
+    def post(self, body: dict[str, Any]) -> Result:
+        """POST ``body`` with retries; return the last answer whatever its status.
+
+        Raises :class:`EndpointError` only when no answer came (connection errors, timeouts).
+        """
+        start = time.perf_counter()
+        try:
+            response = self.session.post(self.url, json=body, timeout=self.timeout_s)
+        except requests.RequestException as exc:
+            with self._lock:
+                self.stats.add(["error"] * self.max_attempts)
+            raise EndpointError(
+                f"POST {self.url} {body.get('key')}: no answer after {self.max_attempts} "
+                f"attempt(s): {type(exc).__name__}: {exc}"
+            ) from exc
+        result = Result.from_response(response, time.perf_counter() - start)
+        history = response.raw.retries.history if response.raw.retries else ()
+        outcomes = [str(h.status) if h.status else "error" for h in history]
+        with self._lock:
+            self.stats.add([*outcomes, str(result.status)])
+        return result
+
+    def predict(self, bucket: str, key: str, output_key: str | None = None) -> Result:
+        """POST ``{"bucket", "key"[, "output_key"]}``; the 200 answer, else EndpointError."""
+        body = {"bucket": bucket, "key": key}
+        if output_key is not None:
+            body["output_key"] = output_key
+        result = self.post(body)
+        if not result.ok:
+            text = result.response.text[:300] if result.response is not None else ""
+            raise EndpointError(
+                f"POST {self.url} {key}: HTTP {result.status} after {result.retries} "
+                f"retries: {text}",
+                result,
+            )
+        return result
+
+
+def predict(
+    url: str,
+    bucket: str,
+    key: str,
+    *,
+    output_key: str | None = None,
+    max_attempts: int = DEFAULT_MAX_ATTEMPTS,
+    timeout_s: float = DEFAULT_TIMEOUT_S,
+) -> Result:
+    """One call on a fresh connection (the tutorial's client, with retries)."""
+    with Client(url, max_attempts=max_attempts, timeout_s=timeout_s, pool_size=1) as client:
+        return client.predict(bucket, key, output_key)

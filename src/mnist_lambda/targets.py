@@ -1,0 +1,166 @@
+"""Where a run's S3 and endpoint live, ``local`` or ``aws``: decided here and nowhere else.
+
+- ``local``: one local-stack process per run folder (found again through its
+  ``local_stack.json``) provides S3 and the function behind the API front. The upload step starts
+  it for its S3 (:func:`s3_client` with ``start=True``, no deploy settings needed); the deploy
+  step (:func:`deploy`) then (re)deploys the function and the API on it with the trained model
+  and the requested instances, so the next request is a cold start.
+- ``aws``: S3 through boto3's own credential chain (``AWS_PROFILE``, environment, SSO...); deploy
+  runs ``sam validate``, ``sam build`` and ``sam deploy`` and reads the URL from the stack outputs.
+"""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from mnist_lambda import aws_deploy, local_stack, record, s3_data
+
+TARGETS = ("local", "aws")
+DEFAULT_BUCKET = local_stack.DEFAULT_BUCKET  # the local stack's data bucket
+LOCAL_INSTANCES = 2  # function instances a stack started for its S3 runs (04_deploy's default)
+
+
+@dataclass(frozen=True)
+class Deployment:
+    """A deployed endpoint, as the deploy step hands it to the evaluate step."""
+
+    target: str
+    url: str
+    memory_mb: int
+    region: str
+    stack_name: str
+    instances: int = 0
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def check_target(target: str) -> str:
+    """``target`` if it is known, else a ValueError that names the choices."""
+    if target not in TARGETS:
+        raise ValueError(f"target={target!r}: use {' or '.join(map(repr, TARGETS))}")
+    return target
+
+
+def s3_client(target: str, run_dir: Path, region: str, bucket: str, start: bool = False) -> Any:
+    """A boto3 S3 client for ``target``; locally, the stack's S3 (started if ``start``)."""
+    if check_target(target) == "aws":
+        import boto3
+
+        return boto3.Session(region_name=region).client("s3")
+    info = local_stack.read(run_dir)
+    if info is None and start:
+        info = local_stack.start(run_dir, bucket=bucket, instances=LOCAL_INSTANCES)
+        print(f"local stack started in {run_dir}: S3 at {info.s3_url}", flush=True)
+    if info is None:
+        raise RuntimeError(f"no local stack runs in {run_dir}: run 03_upload_to_s3 first")
+    if info.bucket != bucket:
+        raise RuntimeError(
+            f"the local stack in {run_dir} serves bucket {info.bucket!r}, not {bucket!r}: use "
+            "that bucket, or stop the stack (04_deploy with teardown=True) first"
+        )
+    return local_stack.s3_client(info)
+
+
+def run_s3_client(run_dir: Path) -> Any:
+    """The S3 client for the target and bucket the upload step of ``run_dir`` used."""
+    upload = record.read_state(run_dir, "upload")
+    if not upload:
+        raise RuntimeError(f"{run_dir} has no upload on record: run 03_upload_to_s3 first")
+    return s3_client(upload["target"], run_dir, upload["region"], upload["bucket"])
+
+
+def deploy(
+    target: str,
+    run_dir: Path,
+    *,
+    model_path: Path,
+    bucket: str,
+    region: str,
+    instances: int = LOCAL_INSTANCES,
+    stack_name: str = "mnist-lambda",
+    stage: str = "dev",
+    memory_size: int = 0,
+) -> Deployment:
+    """Start or update the function and API on ``target``; return where ``POST /predict`` is."""
+    if check_target(target) == "local":
+        info = _deploy_local(run_dir, Path(model_path), bucket, instances)
+        return Deployment("local", info.predict_url, info.memory_mb, region, "local", instances)
+    parameters = {"Stage": stage, "DataBucketName": bucket, "MemorySize": memory_size or ""}
+    aws_deploy.run(aws_deploy.validate_command(region=region))
+    aws_deploy.run(aws_deploy.build_command())
+    aws_deploy.run(aws_deploy.deploy_command(stack_name, region, parameters))
+    url = aws_deploy.stack_outputs(stack_name, region)["PredictUrl"]
+    memory_mb = memory_size or local_stack.template_memory_mb()
+    return Deployment("aws", url, memory_mb, region, stack_name)
+
+
+def _served_model(info: local_stack.StackInfo) -> Path:
+    recorded = info.raw.get("model_path")
+    app_dir = Path(info.raw.get("app_dir") or "")
+    return Path(recorded) if recorded else (app_dir / "model" / "model.npz").resolve()
+
+
+def _deploy_local(
+    run_dir: Path, model_path: Path, bucket: str, instances: int
+) -> local_stack.StackInfo:
+    """Fresh function instances serving ``model_path`` on the run's stack (S3 objects kept).
+
+    The stack fixes its model path and instance count when it starts; a different one restarts
+    it and copies the bucket's objects over to the new S3.
+    """
+    model_path = model_path.resolve()
+    info = local_stack.read(run_dir)
+    if info is None:
+        print(f"starting the local stack in {run_dir} (S3 is empty: upload first)", flush=True)
+        return local_stack.start(
+            run_dir, bucket=bucket, instances=instances, model_path=model_path
+        )
+    if info.instances == instances and _served_model(info) == model_path:
+        return local_stack.redeploy(run_dir)
+    print(
+        f"restarting the local stack for {instances} instance(s) serving {model_path} "
+        f"(was {info.instances} serving {_served_model(info)}); S3 objects are copied over",
+        file=sys.stderr,
+        flush=True,
+    )
+    old = local_stack.s3_client(info)
+    objects = {
+        item["key"]: old.get_object(Bucket=info.bucket, Key=item["key"])
+        for item in s3_data.list_objects(old, info.bucket)
+    }
+    saved = {
+        k: (o["Body"].read(), o.get("ContentType"), o.get("Metadata")) for k, o in objects.items()
+    }
+    local_stack.stop(run_dir)
+    info = local_stack.start(
+        run_dir, bucket=info.bucket, instances=instances, model_path=model_path
+    )
+    new = local_stack.s3_client(info)
+    for key, (body, content_type, metadata) in saved.items():
+        extra = {"ContentType": content_type} if content_type else {}
+        new.put_object(Bucket=info.bucket, Key=key, Body=body, Metadata=metadata or {}, **extra)
+    return info
+
+
+def teardown(target: str, run_dir: Path, *, bucket: str, region: str, stack_name: str) -> str:
+    """Delete what deploy and upload made; return what was done."""
+    if check_target(target) == "local":
+        local_stack.stop(run_dir)
+        return "local stack stopped (its S3 objects with it)"
+    import boto3
+
+    aws_deploy.run(aws_deploy.delete_command(stack_name, region))
+    removed = s3_data.empty_and_delete_bucket(boto3.client("s3", region_name=region), bucket)
+    return f"deleted stack {stack_name} and bucket {bucket} ({removed} objects)"
+
+
+def stop_local(run_dir: Path) -> bool:
+    """Stop the run's local stack if one runs; True when it did."""
+    if local_stack.read(run_dir) is None:
+        return False
+    local_stack.stop(run_dir)
+    return True
