@@ -20,9 +20,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from repo_paths import LAMBDA_APP, ROOT
 
-ROOT = Path(__file__).resolve().parents[1]
-LAMBDA_APP = ROOT / "lambda_app"
 MNIST_IDX_ENV = "MNIST_IDX_DIR"
 DEFAULT_MNIST_DIR = ROOT.parent / "shared" / "data" / "mnist"
 MNIST_FILES = ("t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz")

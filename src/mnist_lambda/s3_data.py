@@ -5,7 +5,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import io
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from typing import Any
 
 import numpy as np
@@ -22,13 +22,7 @@ class Upload:
     rows: int
 
     def as_dict(self) -> dict[str, Any]:
-        return {
-            "bucket": self.bucket,
-            "key": self.key,
-            "bytes": self.bytes,
-            "sha256": self.sha256,
-            "rows": self.rows,
-        }
+        return asdict(self)
 
 
 def ensure_bucket(client: Any, bucket: str, region: str) -> bool:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from handler_helpers import ROOT
+from repo_paths import TEMPLATE
 
 from mnist_lambda import aws_limits
 from mnist_lambda.local_stack.cfn_template import (
@@ -15,8 +15,6 @@ from mnist_lambda.local_stack.cfn_template import (
     load_stack_spec,
     load_template,
 )
-
-TEMPLATE = ROOT / "template_no_auth.yaml"
 
 ONE_FUNCTION = """\
 Parameters:

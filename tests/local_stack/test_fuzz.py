@@ -30,19 +30,10 @@ import requests
 import schemathesis
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from reliability_helpers import (
-    LONG,
-    PREFIX,
-    PROFILE,
-    assert_answer,
-    check_documented,
-    check_no_leak,
-    load_openapi,
-    npy_bytes,
-    predict,
-    real_stack,
-    write_figures,
-)
+from openapi_contract import assert_answer, check_documented, check_no_leak, load_openapi
+from real_stack import PREFIX, npy_bytes, predict, real_stack
+from reliability_run import LONG, PROFILE, write_figures
+from repo_paths import OPENAPI
 from schemathesis import GenerationMode
 from schemathesis.checks import not_a_server_error
 from schemathesis.specs.openapi.checks import (
@@ -306,7 +297,7 @@ CHECKS = [
 @pytest.mark.e2e
 @pytest.mark.parametrize("mode", [GenerationMode.POSITIVE, GenerationMode.NEGATIVE])
 def test_schemathesis_against_the_running_stack(stack, rows, small_model_path, mode) -> None:
-    schema = schemathesis.openapi.from_path(Path(__file__).parents[1] / "openapi/predict.yaml")
+    schema = schemathesis.openapi.from_path(OPENAPI)
     operation = schema["/predict"]["POST"]
     base_url = stack.api_url
     session = requests.Session()

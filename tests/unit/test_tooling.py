@@ -13,8 +13,8 @@ from typing import Any
 
 import pytest
 import yaml
+from repo_paths import ROOT
 
-ROOT = Path(__file__).resolve().parent.parent
 CONFIG = ROOT / ".pre-commit-config.yaml"
 # the checks ../shared/STYLE.md's "Tooling" names
 STYLE_HOOKS = {

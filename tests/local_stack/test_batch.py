@@ -20,7 +20,7 @@ import boto3
 import numpy as np
 import pytest
 from botocore.config import Config
-from handler_helpers import closed_port
+from http_stub import closed_port
 from urllib3.util.retry import RequestHistory
 
 from mnist_lambda import aws_limits, batch, cli
@@ -474,7 +474,7 @@ def test_predict_batch_cli(stack, mnist_xy, small_model_path, tmp_path, capsys):
 def test_throttling_429_from_the_api_front_is_retried(tmp_path):
     """The real API front, its stage throttled to burst 1 and 1 request/s, over a stub function:
     the client backs off on the 429 (no Retry-After, as on API Gateway) until a token is back."""
-    from stack_helpers import write_throttled_echo_app
+    from echo_app import write_throttled_echo_app
 
     from mnist_lambda.local_stack.api_front import ApiFront
     from mnist_lambda.local_stack.cfn_template import load_stack_spec

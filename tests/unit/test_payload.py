@@ -11,7 +11,7 @@ import pickle
 
 import numpy as np
 import pytest
-from handler_helpers import FakeLambdaContext
+from lambda_fakes import FakeLambdaContext
 
 from mnist_serving import logs, payload
 from mnist_serving.allowlist import AllowList

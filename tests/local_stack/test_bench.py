@@ -4,22 +4,23 @@ from __future__ import annotations
 
 import json
 import os
-from pathlib import Path
 
 import numpy as np
 import pytest
+from repo_paths import ROOT
 
 from mnist_lambda import cli
-from mnist_lambda.bench import run
+from mnist_lambda.bench import probes, run
+from mnist_lambda.bench.profile import TUTORIAL_MEMORY_MB, Profile
 from mnist_lambda.local_stack.cfn_template import function_settings
 
 
 def test_proc_helpers_read_this_process():
-    assert run.vm_hwm_mb(os.getpid()) > 10
-    assert run.vm_hwm_mb(2**31 - 1) is None
-    assert os.getpid() in run.child_pids(os.getppid())
-    assert run.sgemm_gflops(128, 128, 128, repeats=2) > 0
-    facts = run.machine()
+    assert probes.vm_hwm_mb(os.getpid()) > 10
+    assert probes.vm_hwm_mb(2**31 - 1) is None
+    assert os.getpid() in probes.child_pids(os.getppid())
+    assert probes.sgemm_gflops(128, 128, 128, repeats=2) > 0
+    facts = probes.machine()
     assert facts["cores"] == os.cpu_count() and facts["cpu_model"]
 
 
@@ -41,7 +42,7 @@ def test_objects_and_rows():
 
 @pytest.mark.e2e
 def test_quick_bench_end_to_end(tmp_path, mnist_source):
-    profile = run.Profile.quick()
+    profile = Profile.quick()
     profile.batch_instances = (1, 2)
     results = run.run_bench(
         profile, out=tmp_path, data_source=mnist_source.data_source, verbose=False
@@ -58,7 +59,7 @@ def test_quick_bench_end_to_end(tmp_path, mnist_source):
         for n in ("500", "1000"):
             assert s[name]["warm"][n]["latency_ms"]["n"] == profile.repeats
             assert s[name]["warm"][n]["usd_per_million"]["total"] > 0
-    assert s["tutorial"]["memory_mb"] == run.TUTORIAL_MEMORY_MB
+    assert s["tutorial"]["memory_mb"] == TUTORIAL_MEMORY_MB
     assert s["ours"]["memory_mb"] == function_settings().function.memory_size
     # structural facts that hold whatever the machine's speed
     assert saved["targets"]["model_artifact"]["met"]
@@ -115,5 +116,5 @@ def test_update_readme_replaces_only_the_marked_block(tmp_path) -> None:
     (tmp_path / "plain.md").write_text("no markers here")
     with pytest.raises(ValueError, match="bench:begin"):
         update_readme(tmp_path / "plain.md", "| t |")
-    project_readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    project_readme = (ROOT / "README.md").read_text()
     assert README_BEGIN in project_readme and README_END in project_readme

@@ -13,10 +13,10 @@ from pathlib import Path
 import nbformat
 import numpy as np
 import pytest
+from repo_paths import ROOT
 
 from mnist_lambda import runner
 
-ROOT = Path(__file__).resolve().parents[1]
 CLI = [sys.executable, "-m", "mnist_lambda.cli"]
 
 MODEL_KEYS = {

@@ -13,7 +13,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 import requests
-from stack_helpers import ServeProcess, wait_until, write_echo_app
+from echo_app import write_echo_app
+from polling import wait_until
+from repo_paths import ROOT
+from serve_process import ServeProcess
 
 from mnist_lambda import local_stack
 from mnist_lambda.client import predict
@@ -25,7 +28,6 @@ from mnist_lambda.local_stack.supervisor import serve_main
 
 pytestmark = pytest.mark.timeout(120)
 
-ROOT = Path(__file__).resolve().parents[1]
 
 READY_KEYS = {
     "predict_url",

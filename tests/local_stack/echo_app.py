@@ -1,16 +1,8 @@
-"""Test helpers for the local stack: a tiny echo function, its template, a `serve` subprocess."""
+"""A tiny echo function and its SAM template, written to disk for the local stack to serve."""
 
 from __future__ import annotations
 
-import json
-import os
-import selectors
-import signal
-import subprocess
-import sys
-import time
 from pathlib import Path
-from typing import Any
 
 # Reads commands from the JSON body ({"sleep": s}, {"raise": 1}, {"exit": 1}, {"raw": result},
 # {"big": n}) or the query string (?binary=1 echoes the body back as a binary response);
@@ -107,66 +99,3 @@ def write_throttled_echo_app(root: Path, rate: float, burst: int) -> tuple[Path,
     )
     template.write_text(template.read_text().replace(stage, stage + throttle))
     return app, template
-
-
-class ServeProcess:
-    """``python -m mnist_lambda.local_stack ...`` as a subprocess; ``info`` is its ready JSON."""
-
-    def __init__(self, args: list[str], stderr_path: Path, timeout: float = 30.0) -> None:
-        self.stderr_path = stderr_path
-        self._stderr = open(stderr_path, "wb")  # noqa: SIM115 - closed in wait()
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "mnist_lambda.local_stack", *args],
-            stdout=subprocess.PIPE,
-            stderr=self._stderr,
-            stdin=subprocess.DEVNULL,
-            start_new_session=True,
-        )
-        self.info: dict[str, Any] = json.loads(self._read_line(timeout))
-
-    def _read_line(self, timeout: float) -> str:
-        assert self.proc.stdout is not None
-        sel = selectors.DefaultSelector()
-        sel.register(self.proc.stdout, selectors.EVENT_READ)
-        deadline = time.monotonic() + timeout
-        line = b""
-        while not line.endswith(b"\n"):
-            if not sel.select(max(0.0, deadline - time.monotonic())):
-                self.kill()
-                raise TimeoutError(f"no ready line; stderr:\n{self.stderr_text()}")
-            chunk = os.read(self.proc.stdout.fileno(), 65536)
-            if not chunk:
-                self.wait(5)
-                raise RuntimeError(f"serve exited ({self.proc.returncode}):\n{self.stderr_text()}")
-            line += chunk
-        return line.decode()
-
-    def stderr_text(self) -> str:
-        if not self._stderr.closed:
-            self._stderr.flush()
-        return self.stderr_path.read_text(errors="replace")
-
-    def signal(self, signum: int) -> None:
-        os.kill(self.proc.pid, signum)
-
-    def wait(self, timeout: float) -> int:
-        try:
-            return self.proc.wait(timeout)
-        finally:
-            self._stderr.close()
-
-    def kill(self) -> None:
-        """Last-resort cleanup: the supervisor's process group (its children die with it)."""
-        if self.proc.poll() is None:
-            os.killpg(self.proc.pid, signal.SIGKILL)
-        self.wait(10)
-
-
-def wait_until(predicate: Any, timeout: float, interval: float = 0.05) -> bool:
-    """Poll ``predicate`` until it is truthy or ``timeout`` s pass; return its last value."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value or time.monotonic() > deadline:
-            return value
-        time.sleep(interval)

@@ -19,14 +19,15 @@ from typing import Any
 import numpy as np
 import pytest
 import requests
-from stack_helpers import ServeProcess, wait_until
+from polling import wait_until
+from repo_paths import ROOT
+from serve_process import ServeProcess
 
 from mnist_lambda.local_stack import make_s3_client, procs
 from mnist_lambda.local_stack.task_root import read_dockerfile
 
 pytestmark = [pytest.mark.timeout(300), pytest.mark.e2e]
 
-ROOT = Path(__file__).resolve().parents[1]
 IS_ROOT = os.geteuid() == 0
 
 PROBE = """

@@ -15,7 +15,8 @@ from pathlib import Path
 
 import pytest
 import requests
-from stack_helpers import wait_until, write_echo_app, write_throttled_echo_app
+from echo_app import write_echo_app, write_throttled_echo_app
+from polling import wait_until
 
 from mnist_lambda.local_stack import procs
 from mnist_lambda.local_stack.api_front import ApiFront

@@ -12,12 +12,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from handler_helpers import ROOT, load_cfn, no_network_env
+from offline_tools import load_cfn, no_network_env
+from repo_paths import LAMBDA_APP, OPENAPI, ROOT, TEMPLATE
 
 CHECKOV = ROOT / ".tools" / "iac-scan" / "bin" / "checkov"
-TEMPLATE = ROOT / "template_no_auth.yaml"
-OPENAPI = ROOT / "openapi" / "predict.yaml"
-LAMBDA_APP = ROOT / "lambda_app"
 
 ACCEPTED_TEMPLATE_FINDINGS = {
     "CKV_AWS_76",

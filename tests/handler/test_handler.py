@@ -16,24 +16,14 @@ import subprocess
 import sys
 import zipfile
 from collections.abc import Iterator
+from pathlib import Path
 
 import numpy as np
 import pytest
-from handler_helpers import (
-    EVENTS_DIR,
-    LAMBDA_APP,
-    ROOT,
-    FakeLambdaContext,
-    StubReply,
-    api_event,
-    assert_error,
-    closed_port,
-    event_body,
-    fake_aws_env,
-    load_event,
-    moto_client,
-    stub_http_server,
-)
+from aws_fakes import moto_client
+from http_stub import StubReply, closed_port, stub_http_server
+from lambda_fakes import FakeLambdaContext, api_event, assert_error, event_body, load_event
+from repo_paths import EVENTS_DIR, LAMBDA_APP
 
 from mnist_serving import logs
 from mnist_serving.model import file_sha256, load
@@ -46,23 +36,6 @@ ALLOWED = f"{BUCKET}/inputs/, open-data-bucket"
 
 
 @pytest.fixture(scope="module")
-def no_aws_config(tmp_path_factory: pytest.TempPathFactory):
-    """A folder without AWS config files (one per module, so the handler's client is reused)."""
-    return tmp_path_factory.mktemp("aws")
-
-
-@pytest.fixture
-def aws_env(monkeypatch: pytest.MonkeyPatch, moto_endpoint: str, no_aws_config) -> str:
-    """Dummy credentials, us-east-1, S3 endpoint -> moto; no user AWS config leaks in."""
-    for name in ("AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_SECURITY_TOKEN", "AWS_ENDPOINT_URL"):
-        monkeypatch.delenv(name, raising=False)
-    env = fake_aws_env(no_aws_config, moto_endpoint)
-    for name, value in env.items():
-        monkeypatch.setenv(name, value)
-    return moto_endpoint
-
-
-@pytest.fixture(scope="module")
 def s3(moto_endpoint: str):
     """A test-side S3 client on moto (explicit settings, no env), with the test buckets."""
     client = moto_client(moto_endpoint, BUCKET, OTHER_BUCKET, "open-data-bucket")
@@ -70,7 +43,7 @@ def s3(moto_endpoint: str):
 
 
 @pytest.fixture
-def make_handler(monkeypatch: pytest.MonkeyPatch, small_model_path, aws_env):
+def make_handler(monkeypatch: pytest.MonkeyPatch, small_model_path, aws_env, cold_import):
     """(Re)import lambda_predict with MODEL_PATH and the given env, as a cold start would."""
 
     def make(**env: str | None):
@@ -86,12 +59,9 @@ def make_handler(monkeypatch: pytest.MonkeyPatch, small_model_path, aws_env):
                 monkeypatch.delenv(name, raising=False)
             else:
                 monkeypatch.setenv(name, value)
-        if "lambda_predict" in sys.modules:
-            return importlib.reload(sys.modules["lambda_predict"])
-        return importlib.import_module("lambda_predict")
+        return cold_import()
 
-    yield make
-    sys.modules.pop("lambda_predict", None)  # others import it afresh, with their own env
+    return make
 
 
 @pytest.fixture
@@ -361,7 +331,7 @@ def test_event_fixtures_are_rest_proxy_events(path):
     )
     assert event["requestContext"]["stage"] == "dev" and event["requestContext"]["requestId"]
     assert isinstance(event["body"], str)
-    tested = (ROOT / "tests" / "test_handler.py").read_text()
+    tested = Path(__file__).read_text()
     assert f'"{path.stem}"' in tested, f"{path.name} is used by no test"
 
 

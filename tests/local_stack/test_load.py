@@ -20,7 +20,8 @@ from typing import Any
 
 import numpy as np
 import pytest
-from reliability_helpers import LONG, PREFIX, PROFILE, npy_bytes, real_stack, write_figures
+from real_stack import PREFIX, npy_bytes, real_stack
+from reliability_run import LONG, PROFILE, write_figures
 
 from mnist_lambda import local_stack
 from mnist_lambda.client import Client, EndpointError

@@ -10,11 +10,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from handler_helpers import ROOT, load_cfn, no_network_env
+from offline_tools import load_cfn, no_network_env
+from repo_paths import ROOT, TEMPLATE
 
 from mnist_lambda.aws_limits import API_GATEWAY_TIMEOUT_S
 
-TEMPLATE = ROOT / "template_no_auth.yaml"
 BIN = Path(sys.executable).parent
 PSEUDO_PARAMETERS = {"AWS::Partition", "AWS::Region", "AWS::URLSuffix", "AWS::AccountId"}
 

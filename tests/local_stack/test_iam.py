@@ -10,7 +10,6 @@ import datetime
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 from unittest import mock
 
@@ -19,12 +18,12 @@ import pytest
 import requests
 from botocore.config import Config
 from botocore.exceptions import ClientError
+from repo_paths import TEMPLATE
 
 from mnist_lambda.local_stack import s3_server as iam
 from mnist_lambda.local_stack.cfn_template import load_stack_spec
 from mnist_lambda.local_stack.s3_server import S3Server
 
-TEMPLATE = Path(__file__).resolve().parents[1] / "template_no_auth.yaml"
 REGION = "us-east-1"
 BUCKET = "mnist-data"  # S3 (and moto) reject names shorter than 3 characters
 BODY = b"0123456789"

@@ -25,9 +25,11 @@ from urllib.parse import unquote, urlsplit
 
 import numpy as np
 import pytest
-from reliability_helpers import PREFIX, ROOT, assert_answer, npy_bytes, predict, real_stack
-from reliability_helpers import write_figures as _write_figures
-from stack_helpers import wait_until
+from openapi_contract import assert_answer
+from polling import wait_until
+from real_stack import PREFIX, npy_bytes, predict, real_stack
+from reliability_run import write_figures as _write_figures
+from repo_paths import ROOT
 
 from mnist_lambda import local_stack
 from mnist_lambda.local_stack import procs
@@ -123,13 +125,6 @@ class FaultProxy:
 @pytest.fixture(scope="module")
 def rows(mnist_xy) -> np.ndarray:
     return np.ascontiguousarray(mnist_xy[0][:30], dtype=np.uint8)
-
-
-@pytest.fixture(scope="module")
-def expected(small_model_path: Path, rows) -> list[int]:
-    from mnist_serving.model import load
-
-    return load(small_model_path).predict(rows).tolist()
 
 
 @pytest.fixture(scope="module")

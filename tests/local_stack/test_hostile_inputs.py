@@ -16,7 +16,8 @@ from typing import Any
 import numpy as np
 import pytest
 import requests
-from reliability_helpers import PREFIX, assert_answer, npy_bytes, predict, real_stack
+from openapi_contract import assert_answer
+from real_stack import PREFIX, npy_bytes, predict, real_stack
 
 from mnist_lambda import local_stack
 
@@ -124,13 +125,6 @@ def stack(
         client.put_object(Bucket=info.bucket, Key="secret/digits.npy", Body=npy_bytes(rows))
         yield info
     assert not marker.exists(), "a pickle sent by a caller was loaded"
-
-
-@pytest.fixture(scope="module")
-def expected(small_model_path: Path, rows) -> list[int]:
-    from mnist_serving.model import load
-
-    return load(small_model_path).predict(rows).tolist()
 
 
 def post_raw(

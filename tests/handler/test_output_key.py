@@ -6,14 +6,13 @@ The same path through the local stack (API front + emulator) is in test_batch.py
 
 from __future__ import annotations
 
-import importlib
 import io
 import json
-import sys
 
 import numpy as np
 import pytest
-from handler_helpers import FakeLambdaContext, api_event, assert_error, fake_aws_env, moto_client
+from aws_fakes import moto_client
+from lambda_fakes import FakeLambdaContext, api_event, assert_error
 
 from mnist_serving import output
 from mnist_serving.allowlist import AllowList
@@ -29,28 +28,20 @@ def s3(moto_endpoint):
 
 
 @pytest.fixture
-def make_handler(monkeypatch, moto_endpoint, small_model_path, tmp_path):
-    for name in ("AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_ENDPOINT_URL"):
-        monkeypatch.delenv(name, raising=False)
-    base = {
-        **fake_aws_env(tmp_path, moto_endpoint),
-        "MODEL_PATH": str(small_model_path),
-        "ALLOWED_BUCKETS": f"{BUCKET}/, {OTHER}/inputs/",
-    }
+def make_handler(monkeypatch, small_model_path, aws_env, cold_import):
+    """lambda_predict cold-started on moto, allowed this module's buckets, with an output
+    prefix (or none)."""
+    monkeypatch.setenv("MODEL_PATH", str(small_model_path))
+    monkeypatch.setenv("ALLOWED_BUCKETS", f"{BUCKET}/, {OTHER}/inputs/")
 
     def make(output_prefix: str | None = "predictions/"):
-        for name, value in base.items():
-            monkeypatch.setenv(name, value)
         if output_prefix is None:
             monkeypatch.delenv("OUTPUT_PREFIX", raising=False)
         else:
             monkeypatch.setenv("OUTPUT_PREFIX", output_prefix)
-        if "lambda_predict" in sys.modules:
-            return importlib.reload(sys.modules["lambda_predict"])
-        return importlib.import_module("lambda_predict")
+        return cold_import()
 
-    yield make
-    sys.modules.pop("lambda_predict", None)
+    return make
 
 
 @pytest.fixture(scope="module")

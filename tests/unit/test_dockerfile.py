@@ -13,18 +13,12 @@ import tomllib
 from pathlib import Path
 
 import pytest
-from handler_helpers import (
-    LAMBDA_APP,
-    ROOT,
-    docker_ignored,
-    dockerignore_patterns,
-    lock_packages,
-    normalize,
-    requirement_pins,
-)
+from dockerignore import docker_ignored, dockerignore_patterns
+from lock_pins import lock_packages, normalize, requirement_pins
 from packaging.markers import Marker
 from packaging.requirements import Requirement
 from packaging.specifiers import SpecifierSet
+from repo_paths import LAMBDA_APP, ROOT
 
 DOCKERFILE = ROOT / "Dockerfile"
 HADOLINT = Path(sys.executable).parent / "hadolint"
@@ -132,7 +126,7 @@ def test_cmd_is_the_handler():
         ".tools/bin/poetry",
         "notebooks/01_train.ipynb",
         "outputs/run-1/model.npz",
-        "tests/test_handler.py",
+        "tests/handler/test_handler.py",
         "src/mnist_lambda/cli.py",
         "pyproject.toml",
         "poetry.lock",

@@ -11,17 +11,16 @@ from typing import Any
 import jsonschema
 import pytest
 import yaml
-from handler_helpers import EVENTS_DIR, load_cfn
+from offline_tools import load_cfn
+from openapi_contract import check_documented, load_openapi
 from openapi_spec_validator import validate
-from reliability_helpers import OPENAPI, ROOT, check_documented, load_openapi
+from repo_paths import EVENTS_DIR, OPENAPI, TEMPLATE
 
 from mnist_lambda.aws_limits import API_GATEWAY_PAYLOAD_BYTES as REQUEST_LIMIT
 from mnist_lambda.local_stack.api_front import BodyValidator, body_validators
 from mnist_lambda.local_stack.cfn_template import TemplateError, api_definition, load_stack_spec
 from mnist_serving import errors, request
 from mnist_serving.responses import error_response
-
-TEMPLATE = ROOT / "template_no_auth.yaml"
 
 
 @pytest.fixture(scope="module")
