@@ -6,7 +6,7 @@
 # 2.26), and numpy >= 2.3 publishes only manylinux_2_28 Linux wheels, so numpy 2.4.6 from
 # poetry.lock does not install there; python:3.12 is Amazon Linux 2023 (glibc 2.34). The
 # python3.11 runtime is also deprecated (2026-06-30, with Amazon Linux 2). The serving code runs
-# on 3.11-3.13 (pyproject's range); tests/test_dockerfile.py checks that every pinned wheel in
+# on 3.11-3.13 (pyproject's range); tests/unit/test_dockerfile.py checks that every pinned wheel in
 # poetry.lock fits this image. For byte-reproducible builds pin the digest too:
 #   --build-arg PYTHON_VERSION=3.12@sha256:<digest>
 ARG PYTHON_VERSION=3.12

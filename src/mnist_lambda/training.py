@@ -21,6 +21,7 @@ from tqdm import (
 )  # text bars: they render in terminals, JupyterLab and executed notebooks alike
 
 from mnist_lambda.record import atomic_path, atomic_write_json, library_versions
+from mnist_lambda.sampling import Split
 from mnist_serving import model as serving_model
 from mnist_serving.schema import INPUT_SCHEMA
 
@@ -132,20 +133,14 @@ def _reload_and_evaluate(
 
 
 def train_baseline(
-    X_train: np.ndarray,
-    y_train: np.ndarray,
-    X_test: np.ndarray,
-    y_test: np.ndarray,
-    artifact: str | Path,
-    cv_scores: list[float],
-    n_neighbors: int = 4,
+    split: Split, artifact: str | Path, cv_scores: list[float], n_neighbors: int = 4
 ) -> ModelReport:
     """Fit the tutorial's model on float64 pixels and save it with joblib, as the tutorial did.
 
     The joblib file is a local comparison artifact only: it is never uploaded or served.
     """
     model, fit_seconds = _timed(
-        lambda: make_baseline(n_neighbors).fit(X_train.astype(np.float64), y_train)
+        lambda: make_baseline(n_neighbors).fit(split.X_train.astype(np.float64), split.y_train)
     )
     with atomic_path(artifact) as tmp:
         joblib.dump(model, tmp)
@@ -153,8 +148,8 @@ def train_baseline(
         "baseline",
         artifact,
         joblib.load,
-        X_test.astype(np.float64),
-        y_test,
+        split.X_test.astype(np.float64),
+        split.y_test,
         cv_scores,
         fit_seconds,
     )
@@ -185,10 +180,7 @@ def export_serving_model(
 
 
 def train_serving(
-    X_train: np.ndarray,
-    y_train: np.ndarray,
-    X_test: np.ndarray,
-    y_test: np.ndarray,
+    split: Split,
     artifact: str | Path,
     cv_scores: list[float],
     n_components: int = 40,
@@ -202,14 +194,16 @@ def train_serving(
     """
     start = time.perf_counter()
     pipeline = make_serving(n_components, n_neighbors, random_state)
-    pipeline.fit(X_train.astype(np.float32), y_train)
-    exported = export_serving_model(pipeline, X_train, y_train)
+    pipeline.fit(split.X_train.astype(np.float32), split.y_train)
+    exported = export_serving_model(pipeline, split.X_train, split.y_train)
     fit_seconds = time.perf_counter() - start
     exported.save(artifact)
     report, loaded = _reload_and_evaluate(
-        "serving", artifact, serving_model.load, X_test, y_test, cv_scores, fit_seconds
+        "serving", artifact, serving_model.load, split.X_test, split.y_test, cv_scores, fit_seconds
     )
-    agreement = float(np.mean(pipeline.predict(X_test.astype(np.float32)) == report.predictions))
+    agreement = float(
+        np.mean(pipeline.predict(split.X_test.astype(np.float32)) == report.predictions)
+    )
     return report, loaded, agreement
 
 

@@ -23,10 +23,7 @@ def split(mnist_xy):
 
 def test_exported_model_predicts_exactly_like_sklearn(split, tmp_path: Path) -> None:
     report, model, agreement = training.train_serving(
-        split.X_train,
-        split.y_train,
-        split.X_test,
-        split.y_test,
+        split,
         artifact=tmp_path / "model.npz",
         cv_scores=[],
         n_components=30,
@@ -41,18 +38,12 @@ def test_exported_model_predicts_exactly_like_sklearn(split, tmp_path: Path) -> 
 
 def test_serving_model_is_at_least_as_accurate_and_much_smaller(split, tmp_path: Path) -> None:
     base = training.train_baseline(
-        split.X_train,
-        split.y_train,
-        split.X_test,
-        split.y_test,
+        split,
         artifact=tmp_path / "b.joblib",
         cv_scores=[],
     )
     serve, _, _ = training.train_serving(
-        split.X_train,
-        split.y_train,
-        split.X_test,
-        split.y_test,
+        split,
         artifact=tmp_path / "s.npz",
         cv_scores=[],
         n_components=40,

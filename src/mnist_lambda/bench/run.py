@@ -26,17 +26,12 @@ import numpy as np
 
 from mnist_lambda import record
 from mnist_lambda.batch import NPY_HEADER_BYTES
-from mnist_lambda.bench.probes import (  # noqa: F401  (re-exported for callers and tests)
-    child_pids,
-    function_peak_mb,
-    machine,
-    sgemm_gflops,
-    vm_hwm_mb,
-)
-from mnist_lambda.bench.profile import TUTORIAL_MEMORY_MB, A, B, Profile  # noqa: F401
+from mnist_lambda.bench.probes import function_peak_mb, machine, sgemm_gflops
+from mnist_lambda.bench.profile import A, B, Profile
 from mnist_lambda.bench.report import make_figure, markdown, summary, targets
 from mnist_lambda.client import Client, EndpointError
 from mnist_lambda.paths import project_root
+from mnist_lambda.sampling import Split
 from mnist_serving.schema import N_PIXELS
 
 # --- data, models and objects -------------------------------------------------------------
@@ -92,10 +87,7 @@ def prepare(profile: Profile, data_source: str, work: Path) -> Prepared:
     our_model = work / "model" / "model.npz"
     start = time.perf_counter()
     training.train_serving(
-        x_train,
-        y_train,
-        x_test[:10],
-        y_test[:10],
+        Split(x_train, y_train, x_test[:10], y_test[:10]),
         our_model,
         cv_scores=[],
         n_components=profile.n_components,
