@@ -16,10 +16,9 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-import boto3
 import numpy as np
 import pytest
-from botocore.config import Config
+from aws_fakes import moto_client
 from http_stub import closed_port
 from urllib3.util.retry import RequestHistory
 
@@ -243,16 +242,7 @@ def test_headers_are_parsed_once_into_the_result(scripted):
 
 @pytest.fixture(scope="module")
 def moto_s3(moto_endpoint: str) -> object:
-    client = boto3.client(
-        "s3",
-        endpoint_url=moto_endpoint,
-        region_name="us-east-1",
-        aws_access_key_id="testing",
-        aws_secret_access_key="testing",
-        config=Config(proxies={}),
-    )
-    client.create_bucket(Bucket="batch-bucket")
-    return client
+    return moto_client(moto_endpoint, "batch-bucket")
 
 
 class Labeller(http.server.ThreadingHTTPServer):
