@@ -2,16 +2,15 @@
 
 - ``local``: one local-stack process per run folder (found again through its
   ``local_stack.json``) provides S3 and the function behind the API front. The upload step starts
-  it for its S3 (:func:`s3_client` with ``start=True``, no deploy settings needed); the deploy
-  step (:func:`deploy`) then (re)deploys the function and the API on it with the trained model
-  and the requested instances, so the next request is a cold start.
+  it with no function environment, for its S3 only (:func:`s3_client` with ``start=True``, no
+  deploy settings needed); the deploy step (:func:`deploy`) then deploys the function on it with
+  the trained model and the requested instances (a redeploy: the next request is a cold start).
 - ``aws``: S3 through boto3's own credential chain (``AWS_PROFILE``, environment, SSO...); deploy
   runs ``sam validate``, ``sam build`` and ``sam deploy`` and reads the URL from the stack outputs.
 """
 
 from __future__ import annotations
 
-import sys
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -20,7 +19,7 @@ from mnist_lambda import aws_deploy, local_stack, record, s3_data
 
 TARGETS = ("local", "aws")
 DEFAULT_BUCKET = local_stack.DEFAULT_BUCKET  # the local stack's data bucket
-LOCAL_INSTANCES = 2  # function instances a stack started for its S3 runs (04_deploy's default)
+LOCAL_INSTANCES = 2  # function environments deploy starts (04_deploy's default)
 
 
 @dataclass(frozen=True)
@@ -53,7 +52,7 @@ def s3_client(target: str, run_dir: Path, region: str, bucket: str, start: bool 
         return boto3.Session(region_name=region).client("s3")
     info = local_stack.read(run_dir)
     if info is None and start:
-        info = local_stack.start(run_dir, bucket=bucket, instances=LOCAL_INSTANCES)
+        info = local_stack.start(run_dir, bucket=bucket, instances=0)  # S3 only: deploy deploys
         print(f"local stack started in {run_dir}: S3 at {info.s3_url}", flush=True)
     if info is None:
         raise RuntimeError(f"no local stack runs in {run_dir}: run 03_upload_to_s3 first")
@@ -98,52 +97,17 @@ def deploy(
     return Deployment("aws", url, memory_mb, region, stack_name)
 
 
-def _served_model(info: local_stack.StackInfo) -> Path:
-    recorded = info.raw.get("model_path")
-    app_dir = Path(info.raw.get("app_dir") or "")
-    return Path(recorded) if recorded else (app_dir / "model" / "model.npz").resolve()
-
-
 def _deploy_local(
     run_dir: Path, model_path: Path, bucket: str, instances: int
 ) -> local_stack.StackInfo:
-    """Fresh function instances serving ``model_path`` on the run's stack (S3 objects kept).
-
-    The stack fixes its model path and instance count when it starts; a different one restarts
-    it and copies the bucket's objects over to the new S3.
-    """
+    """Fresh environments serving ``model_path`` on the run's stack (its S3 objects kept)."""
     model_path = model_path.resolve()
-    info = local_stack.read(run_dir)
-    if info is None:
+    if local_stack.read(run_dir) is None:
         print(f"starting the local stack in {run_dir} (S3 is empty: upload first)", flush=True)
         return local_stack.start(
             run_dir, bucket=bucket, instances=instances, model_path=model_path
         )
-    if info.instances == instances and _served_model(info) == model_path:
-        return local_stack.redeploy(run_dir)
-    print(
-        f"restarting the local stack for {instances} instance(s) serving {model_path} "
-        f"(was {info.instances} serving {_served_model(info)}); S3 objects are copied over",
-        file=sys.stderr,
-        flush=True,
-    )
-    old = local_stack.s3_client(info)
-    objects = {
-        item["key"]: old.get_object(Bucket=info.bucket, Key=item["key"])
-        for item in s3_data.list_objects(old, info.bucket)
-    }
-    saved = {
-        k: (o["Body"].read(), o.get("ContentType"), o.get("Metadata")) for k, o in objects.items()
-    }
-    local_stack.stop(run_dir)
-    info = local_stack.start(
-        run_dir, bucket=info.bucket, instances=instances, model_path=model_path
-    )
-    new = local_stack.s3_client(info)
-    for key, (body, content_type, metadata) in saved.items():
-        extra = {"ContentType": content_type} if content_type else {}
-        new.put_object(Bucket=info.bucket, Key=key, Body=body, Metadata=metadata or {}, **extra)
-    return info
+    return local_stack.redeploy(run_dir, model_path=str(model_path), instances=instances)
 
 
 def teardown(target: str, run_dir: Path, *, bucket: str, region: str, stack_name: str) -> str:

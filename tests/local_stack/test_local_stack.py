@@ -181,7 +181,7 @@ def test_serve_main_fails_cleanly_on_a_bad_template(tmp_path: Path, capsys) -> N
     app, _ = write_echo_app(tmp_path)
     assert serve_main(["--template", str(tmp_path / "missing.yaml"), "--app-dir", str(app)]) == 1
     assert capsys.readouterr().out == ""
-    assert serve_main(["--instances", "0"]) == 2
+    assert serve_main(["--instances", "-1"]) == 2
 
 
 def test_notebook_api_start_read_redeploy_stop(tmp_path: Path) -> None:
@@ -212,6 +212,30 @@ def test_notebook_api_start_read_redeploy_stop(tmp_path: Path) -> None:
     assert _closed(info.port, info.s3_port)
     local_stack.stop(state_dir)  # idempotent
     assert "ready: POST" in (state_dir / "local_stack.log").read_text()
+
+
+def test_a_stack_started_for_its_s3_gets_its_function_on_deploy(
+    tmp_path: Path, small_model_path: Path
+) -> None:
+    """Upload's stack: S3 and the API, no environment (502); deploy's redeploy brings the
+    requested model and number of environments, and S3 keeps its objects."""
+    state_dir = tmp_path / "stack"
+    info = local_stack.start(state_dir, instances=0, bucket="s3-first")
+    try:
+        assert info.instances == 0 and info.emulator_pids == ()
+        local_stack.s3_client(info).put_object(Bucket=info.bucket, Key="kept", Body=b"1")
+        resp = requests.post(
+            info.predict_url, json={"bucket": "s3-first", "key": "kept"}, timeout=30
+        )
+        assert resp.status_code == 502 and resp.json() == {"message": "Internal server error"}
+        deployed = local_stack.redeploy(state_dir, model_path=str(small_model_path), instances=2)
+        assert (deployed.instances, len(deployed.emulator_pids)) == (2, 2)
+        assert deployed.raw["model_path"] == str(small_model_path.resolve())
+        assert not (state_dir / local_stack.DEPLOY_REQUEST_NAME).exists()
+        kept = local_stack.s3_client(deployed).get_object(Bucket="s3-first", Key="kept")["Body"]
+        assert kept.read() == b"1"
+    finally:
+        local_stack.stop(state_dir)
 
 
 def _real_app_skip_reason(model_path: Path) -> str | None:

@@ -34,6 +34,7 @@ DEFAULT_BUCKET = "mnist-lambda-local"
 DEFAULT_REGION = "us-east-1"
 STATE_FILE_NAME = "local_stack.json"
 LOG_FILE_NAME = "local_stack.log"
+DEPLOY_REQUEST_NAME = "deploy_request.json"  # what the next redeploy deploys
 
 _CHILDREN: dict[int, subprocess.Popen[bytes]] = {}  # supervisors started by this process
 
@@ -213,10 +214,15 @@ def stop(state_dir: Path, timeout: float = 20) -> None:
     state_file.unlink(missing_ok=True)
 
 
-def redeploy(state_dir: Path, timeout: float = 60) -> StackInfo:
-    """Replace the function instances (SIGHUP); return once the new generation is recorded."""
+def redeploy(state_dir: Path, timeout: float = 60, **settings: Any) -> StackInfo:
+    """Fresh environments (SIGHUP), with new ``model_path`` and/or ``instances`` if given;
+    return once the new generation is recorded."""
     if (info := read(state_dir)) is None:
         raise RuntimeError(f"no local stack is running in {state_dir}")
+    if settings:
+        from mnist_lambda.record import atomic_write_json
+
+        atomic_write_json(Path(state_dir) / DEPLOY_REQUEST_NAME, settings)
     os.kill(info.pid, signal.SIGHUP)
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:

@@ -234,9 +234,9 @@ class FunctionPool:
         model_path: Path | None = None,
         on_change: Callable[[], None] | None = None,
     ) -> None:
-        if instances < 1:
-            raise ValueError("instances must be >= 1")
-        self.spec, self.env, self.instances, self.generation = spec, dict(env), instances, 0
+        if instances < 0:
+            raise ValueError("instances must be >= 0")
+        self.spec, self.env, self.instances, self.generation = spec, dict(env), instances, -1
         self.app_dir, self.model_path, self.on_change = Path(app_dir), model_path, on_change
         self.own_sandbox = sandbox is None
         self.sandbox = sandbox or Sandbox(build(self.app_dir / "requirements.txt"))
@@ -244,7 +244,7 @@ class FunctionPool:
         self._free: queue.LifoQueue[EmulatorInstance] = queue.LifoQueue()  # LIFO, as on Lambda
         self._live: set[EmulatorInstance] = set()
         self._lock = threading.Lock()
-        self._workers = concurrent.futures.ThreadPoolExecutor(2 * instances)  # + a redeploy's
+        self._workers = concurrent.futures.ThreadPoolExecutor(64)  # threads start as needed
         self._closed = False
 
     def _new(self, app: Path, index: int, generation: int) -> EmulatorInstance:
@@ -280,11 +280,8 @@ class FunctionPool:
         return started
 
     def start(self) -> None:
-        """Start the first generation of environments."""
-        for inst in self._start_generation(self.generation):
-            self._free.put(inst)
-        summary = self.spec_summary()
-        log.info("%s: %d environment(s) (%s)", self.spec.logical_id, self.instances, summary)
+        """Start the first generation of environments (generation 0)."""
+        self.redeploy()
 
     def spec_summary(self) -> dict[str, object]:
         """What the ready line says of the function."""
@@ -365,12 +362,20 @@ class FunctionPool:
             self._free.put(inst)
         for inst in old:
             self._retire(inst)
-        log.info("%s: redeployed, generation %d", self.spec.logical_id, self.generation)
+        log.info(
+            "%s: generation %d, %d environment(s) (%s)",
+            self.spec.logical_id,
+            self.generation,
+            self.instances,
+            self.spec_summary(),
+        )
         return self.generation
 
     def invoke(self, payload: bytes, deadline: float) -> InvokeResult:
         """Invoke on a free environment; raise :class:`GatewayTimeout` at ``deadline`` (the
         environment stays busy until the function returns, as on Lambda)."""
+        if not self.instances:  # nothing deployed yet: API Gateway answers 502
+            return InvokeResult(self.spec.logical_id, failure="no environment deployed")
         if (inst := self.acquire(deadline - time.monotonic())) is None:
             raise GatewayTimeout("no free function instance")
 

@@ -26,7 +26,7 @@ from typing import Any
 import psutil
 
 from mnist_lambda.aws_limits import API_GATEWAY_TIMEOUT_S
-from mnist_lambda.local_stack import DEFAULT_BUCKET, DEFAULT_REGION, procs
+from mnist_lambda.local_stack import DEFAULT_BUCKET, DEFAULT_REGION, DEPLOY_REQUEST_NAME, procs
 from mnist_lambda.local_stack.api_front import ApiFront
 from mnist_lambda.local_stack.cfn_template import TemplateError, load_stack_spec, load_template
 from mnist_lambda.local_stack.lambda_emulator import FunctionPool, function_environment
@@ -152,9 +152,18 @@ class LocalStack:
                 atomic_write_json(self.args.state_file, self.info())
 
     def redeploy(self) -> int:
-        """Replace all environments with fresh ones; S3 keeps running."""
+        """Replace all environments with fresh ones, with the settings a client asked for (a
+        model path, a number of environments) if it did; S3 keeps running."""
+        request = self.args.state_file and self.args.state_file.with_name(DEPLOY_REQUEST_NAME)
+        settings = json.loads(request.read_text()) if request and request.exists() else {}
+        self.args.instances = settings.get("instances", self.args.instances)
+        if "model_path" in settings:
+            self.args.model_path = Path(settings["model_path"]).resolve()
         for pool in self.pools.values():
+            pool.instances, pool.model_path = self.args.instances, self.args.model_path
             pool.redeploy()
+        if request:
+            request.unlink(missing_ok=True)
         self.generation += 1
         self.write_state()
         log.info("redeployed: generation %d", self.generation)
@@ -209,7 +218,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     add = p.add_argument
     add("--port", type=int, default=0, help="API port (default: a free port)")
     add("--s3-port", type=int, default=0, help="S3 port (default: a free port)")
-    add("--instances", type=int, default=1, help="execution environments (concurrency)")
+    add("--instances", type=int, default=1, help="environments (concurrency); 0: none yet")
     add("--bucket", default=DEFAULT_BUCKET, help=f"data bucket (default: {DEFAULT_BUCKET})")
     add("--template", type=Path, help="SAM template (default: <repo>/template_no_auth.yaml)")
     add("--app-dir", type=Path, help="function code, the task root (default: <repo>/lambda_app)")
@@ -249,8 +258,8 @@ def serve_main(argv: Sequence[str] | None = None) -> int:
 def main(args: argparse.Namespace) -> int:
     """Run the local stack until SIGTERM/SIGINT; return the exit code (0 on a clean stop)."""
     _configure_logging(args.verbose)
-    if args.instances < 1:
-        log.error("--instances must be >= 1")
+    if args.instances < 0:
+        log.error("--instances must be >= 0")
         return 2
     for name in ("template", "app_dir", "model_path", "state_file"):
         if getattr(args, name) is not None:
