@@ -13,7 +13,12 @@ Configuration (environment, read once at import, as Lambda fixes it per function
 * ``LOG_LEVEL``: ``DEBUG``, ``INFO`` (default), ``WARNING`` or ``ERROR``.
 * ``OUTPUT_PREFIX``: key prefix under which a request's ``output_key`` may write the labels
   (in an allowed bucket); empty or unset disables ``output_key`` (see ``mnist_serving.output``).
-* S3 client: boto3's standard chain, e.g. ``AWS_ENDPOINT_URL_S3`` for a local S3.
+* S3 client: boto3's standard chain, e.g. ``AWS_ENDPOINT_URL_S3`` for a local S3; created at
+  init, so the first request does not pay for it.
+
+SnapStart (the template's ``SnapStart`` parameter): init runs once per published version and is
+snapshotted; the hooks below drop, before the snapshot, what must not be shared by every
+restored environment, and make it again after each restore.
 
 Only serving code is imported here (numpy, boto3, the ``mnist_serving`` package): no pandas,
 scikit-learn or scipy, so the image stays small and the cold start short.
@@ -23,6 +28,7 @@ from __future__ import annotations
 
 import logging
 import os
+import random
 import time
 import uuid
 from collections.abc import Iterator, Mapping
@@ -31,6 +37,7 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 import numpy as np
+from snapshot_restore_py import register_after_restore, register_before_snapshot
 
 from mnist_serving import logs, output, payload, request, s3io
 from mnist_serving.allowlist import AllowList
@@ -99,6 +106,25 @@ LOGGER.info(
         "max_object_bytes": SETTINGS.max_object_bytes,
     },
 )
+s3io.get_client()
+
+
+@register_before_snapshot
+def before_snapshot() -> None:
+    """SnapStart, once per version: no S3 connection or credentials go into the snapshot (every
+    restored environment would share them)."""
+    s3io.drop_client()
+    LOGGER.info("before snapshot: S3 client closed")
+
+
+@register_after_restore
+def after_restore() -> None:
+    """SnapStart, in each restored environment: a new S3 client (its own connections, this
+    environment's credentials) and a new random state (botocore's retry jitter uses it)."""
+    random.seed()
+    s3io.drop_client()
+    s3io.get_client()
+    LOGGER.info("after restore: new S3 client", extra={"pid": os.getpid()})
 
 
 def lambda_handler(event: dict[str, Any], context: Any) -> dict[str, Any]:

@@ -65,6 +65,14 @@ def get_client() -> Any:
     return boto3.session.Session().client("s3", config=CLIENT_CONFIG)
 
 
+def drop_client() -> None:
+    """Close the S3 client's connections and forget it (the next :func:`get_client` makes a new
+    one: fresh connections, credentials resolved again)."""
+    if get_client.cache_info().currsize:
+        get_client().close()
+        get_client.cache_clear()
+
+
 def fetch_object(client: Any, bucket: str, key: str, *, max_bytes: int, budget: Budget) -> bytes:
     """Return the bytes of ``s3://bucket/key``; its size is checked with HEAD before the GET."""
     where = f"s3://{bucket}/{key}"

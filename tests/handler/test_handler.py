@@ -484,7 +484,7 @@ def test_an_empty_allow_list_allows_nothing(make_handler, value):
     assert "ALLOWED_BUCKETS is empty" in error["message"]
 
 
-def test_s3_access_denied_is_a_403(handler, monkeypatch):
+def test_s3_access_denied_is_a_403(make_handler):
     xml = (
         b'<?xml version="1.0" encoding="UTF-8"?><Error><Code>AccessDenied</Code>'
         b"<Message>Access Denied</Message></Error>"
@@ -494,7 +494,7 @@ def test_s3_access_denied_is_a_403(handler, monkeypatch):
         "GET": StubReply(status=403, headers={"Content-Type": "application/xml"}, body=xml),
     }
     with stub_http_server(replies) as url:
-        monkeypatch.setenv("AWS_ENDPOINT_URL_S3", url)
+        handler = make_handler(AWS_ENDPOINT_URL_S3=url)  # its S3 client is made at init
         error = assert_error(invoke(handler, load_event("predict_npy")), 403, "forbidden")
     assert "S3 denied access" in error["message"]
 
@@ -673,8 +673,8 @@ def test_an_unexpected_s3_error_is_a_502(handler, s3, digits):
     assert "InvalidObjectState" in error["message"]
 
 
-def test_s3_unreachable_is_a_503(handler, monkeypatch):
-    monkeypatch.setenv("AWS_ENDPOINT_URL_S3", f"http://127.0.0.1:{closed_port()}")
+def test_s3_unreachable_is_a_503(make_handler):
+    handler = make_handler(AWS_ENDPOINT_URL_S3=f"http://127.0.0.1:{closed_port()}")
     error = assert_error(invoke(handler, load_event("predict_npy")), 503, "s3_unavailable")
     assert "127.0.0.1" not in error["message"]
 
@@ -702,7 +702,7 @@ def test_time_running_out_before_predict_is_a_504(handler, s3, digits, monkeypat
     assert "predict" in error["message"]
 
 
-def test_an_s3_read_stalling_past_the_budget_is_a_504(handler, monkeypatch):
+def test_an_s3_read_stalling_past_the_budget_is_a_504(make_handler):
     size = 100_000
     replies = {
         "HEAD": StubReply(headers={"Content-Length": str(size), "ETag": '"abc"'}),
@@ -714,7 +714,7 @@ def test_an_s3_read_stalling_past_the_budget_is_a_504(handler, monkeypatch):
     }
     context = FakeLambdaContext(remaining_ms=[1_600])  # 1.1 s budget: the read times out first
     with stub_http_server(replies) as url:
-        monkeypatch.setenv("AWS_ENDPOINT_URL_S3", url)
+        handler = make_handler(AWS_ENDPOINT_URL_S3=url)
         error = assert_error(invoke(handler, load_event("predict_npy"), context), 504, "timeout")
     assert "in time" in error["message"]
 

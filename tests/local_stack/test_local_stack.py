@@ -238,6 +238,38 @@ def test_a_stack_started_for_its_s3_gets_its_function_on_deploy(
         local_stack.stop(state_dir)
 
 
+def test_a_redeploy_applies_template_parameters_and_reserved_concurrency_throttles(
+    tmp_path: Path, small_model_path: Path, mnist_xy
+) -> None:
+    """``redeploy(parameters=...)`` re-reads the template: MemorySize follows, and with a
+    reserved concurrency of 1 a second concurrent request is throttled as Lambda does (API
+    Gateway answers 500) instead of waiting."""
+    import concurrent.futures
+
+    from real_stack import PREFIX, npy_bytes, real_stack
+
+    state = tmp_path / "stack"
+    with real_stack(state, small_model_path, instances=3) as info:
+        assert info.memory_mb == 1769
+        key = f"{PREFIX}rows.npy"
+        local_stack.s3_client(info).put_object(
+            Bucket=info.bucket, Key=key, Body=npy_bytes(mnist_xy[0][:3000])
+        )
+        parameters = {"ReservedConcurrency": "1", "MemorySize": "256"}
+        info = local_stack.redeploy(state, parameters=parameters)
+        assert info.memory_mb == 256 and info.raw["parameters"]["ReservedConcurrency"] == "1"
+        assert info.raw["functions"]["PredictFunction"]["environments"] == 1
+        assert len(info.emulator_pids) == 1
+        body = {"bucket": info.bucket, "key": key}
+        with concurrent.futures.ThreadPoolExecutor(2) as pool:
+            calls = [pool.submit(requests.post, info.predict_url, json=body, timeout=60)]
+            calls.append(pool.submit(requests.post, info.predict_url, json=body, timeout=60))
+            answers = sorted((c.result() for c in calls), key=lambda r: r.status_code)
+    assert [a.status_code for a in answers] == [200, 500], [a.text for a in answers]
+    assert answers[1].json() == {"message": "Internal server error"}
+    assert answers[1].headers["X-Lambda-Emulator-Throttled"] == "true"
+
+
 def _real_app_skip_reason(model_path: Path) -> str | None:
     """Why the real handler/template cannot be used yet, or None."""
     handler = ROOT / "lambda_app" / "lambda_predict.py"

@@ -54,7 +54,8 @@ def test_the_template_api_uses_this_file_and_keeps_the_event(spec) -> None:
         assert route.method.lower() in spec["paths"][route.path]
     integration = spec["paths"]["/predict"]["post"]["x-amazon-apigateway-integration"]
     assert integration["type"] == "aws_proxy" and integration["httpMethod"] == "POST"
-    assert "${PredictFunction.Arn}" in integration["uri"]["Fn::Sub"]
+    # the alias AutoPublishAlias makes: SnapStart snapshots published versions only
+    assert "${PredictFunction.Alias}" in integration["uri"]["Fn::Sub"]
 
 
 def test_body_validation_is_on(spec, operation) -> None:

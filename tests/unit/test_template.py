@@ -80,6 +80,8 @@ def test_parameters_and_defaults(template):
     assert params["MaxObjectBytes"]["Default"] == 52428800  # the handler's 50 MiB default
     assert params["ThrottleRateLimit"]["Default"] <= 50
     assert params["ThrottleBurstLimit"]["Default"] <= 100
+    assert params["SnapStart"]["Default"] == "None"
+    assert params["SnapStart"]["AllowedValues"] == ["None", "PublishedVersions"]
 
 
 def test_function_shape(function):
@@ -90,6 +92,9 @@ def test_function_shape(function):
     assert props["Timeout"] < API_GATEWAY_TIMEOUT_S
     assert props["MemorySize"] == {"Ref": "MemorySize"}
     assert "Runtime" not in props and "Handler" not in props  # both come from the image
+    # SnapStart is a parameter, off by default; the API invokes the published alias either way
+    assert props["AutoPublishAlias"] == "live"
+    assert props["SnapStart"] == {"ApplyOn": {"Ref": "SnapStart"}}
     metadata = function["Metadata"]
     assert metadata["DockerContext"] == "."
     assert (ROOT / metadata["DockerContext"] / metadata["Dockerfile"]).is_file()

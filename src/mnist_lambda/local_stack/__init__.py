@@ -215,8 +215,9 @@ def stop(state_dir: Path, timeout: float = 20) -> None:
 
 
 def redeploy(state_dir: Path, timeout: float = 60, **settings: Any) -> StackInfo:
-    """Fresh environments (SIGHUP), with new ``model_path`` and/or ``instances`` if given;
-    return once the new generation is recorded."""
+    """Fresh environments (SIGHUP); return once the new generation is recorded. ``settings``:
+    ``model_path``, ``instances``, ``parameters`` (template overrides merged into the stack's,
+    e.g. ``{"MemorySize": "512"}``), each kept until changed again."""
     if (info := read(state_dir)) is None:
         raise RuntimeError(f"no local stack is running in {state_dir}")
     if settings:

@@ -33,7 +33,12 @@ from mnist_lambda.aws_limits import (
 )
 from mnist_lambda.local_stack import procs
 from mnist_lambda.local_stack.cfn_template import ACCOUNT_ID, Route, StackSpec, Throttle
-from mnist_lambda.local_stack.lambda_emulator import FunctionPool, GatewayTimeout, InvokeResult
+from mnist_lambda.local_stack.lambda_emulator import (
+    FunctionPool,
+    FunctionThrottled,
+    GatewayTimeout,
+    InvokeResult,
+)
 
 if TYPE_CHECKING:
     from _typeshed.wsgi import StartResponse, WSGIEnvironment
@@ -88,6 +93,7 @@ _ERROR_TYPES = {
     400: "BadRequestException",
     403: "MissingAuthenticationTokenException",
     429: "TooManyRequestsException",
+    500: "InternalServerErrorException",
     502: "InternalServerErrorException",
 }
 
@@ -281,11 +287,14 @@ class ApiFront:
         port: int = 0,
         integration_timeout: float = API_GATEWAY_TIMEOUT_S,
     ) -> None:
-        self.spec, self.pools, self.port = spec, pools, port
-        self.integration_timeout = integration_timeout
-        self.validators = body_validators(spec)
-        self.buckets = {api: TokenBucket(t) for api, t in spec.throttling.items()}
+        self.pools, self.port, self.integration_timeout = pools, port, integration_timeout
+        self.configure(spec)
         self._server: BaseWSGIServer | None = None
+
+    def configure(self, spec: StackSpec) -> None:
+        """Routes, validation and stage throttles of ``spec`` (at start and on a redeploy)."""
+        self.spec, self.validators = spec, body_validators(spec)
+        self.buckets = {api: TokenBucket(t) for api, t in spec.throttling.items()}
 
     @property
     def url(self) -> str:
@@ -424,6 +433,11 @@ class ApiFront:
         except GatewayTimeout as exc:
             log.warning("%s: integration timeout after %.1f s (%s)", request_id, timeout, exc)
             return gateway_reply(504, "Endpoint request timed out")
+        except FunctionThrottled as exc:  # Lambda's 429 reaches the client as a 500
+            log.warning("%s: Lambda throttled the invocation: %s", request_id, exc)
+            reply = gateway_reply(500, "Internal server error")
+            reply.headers["X-Lambda-Emulator-Throttled"] = "true"
+            return reply
         try:
             reply = map_proxy_result(result)
         except BadGateway as exc:
@@ -432,14 +446,16 @@ class ApiFront:
         add = reply.headers.add  # the emulator's own numbers (not API Gateway headers)
         add("X-Lambda-Emulator-Instance", result.instance)
         add("X-Lambda-Emulator-Cold-Start", str(result.cold).lower())
+        init = "Restore-Duration-Ms" if result.restored else "Init-Duration-Ms"
         for name, value in (
-            ("Init-Duration-Ms", result.init_ms),
+            (init, result.init_ms),
             ("Duration-Ms", result.duration_ms),
             ("Max-Memory-Used-Mb", result.max_memory_mb),
         ):
             if value is not None:
                 add(f"X-Lambda-Emulator-{name}", f"{value:.2f}")
-        cold = f" (cold start, init {result.init_ms:.1f}ms)" if result.init_ms is not None else ""
+        start = "restored from the snapshot in" if result.restored else "cold start, init"
+        cold = f" ({start} {result.init_ms:.1f}ms)" if result.init_ms is not None else ""
         request.environ["apigw.note"] = result.instance + cold  # for the request's log line
         return reply
 

@@ -165,6 +165,7 @@ class FunctionSpec:
     ephemeral_storage_mb: int = EPHEMERAL_STORAGE_MB
     policies: tuple[Mapping[str, Any], ...] = ()  # inline documents (not policy templates, ARNs)
     reserved_concurrency: int | None = None
+    snap_start: bool = False  # SnapStart ApplyOn PublishedVersions
 
 
 @dataclass(frozen=True)
@@ -313,6 +314,7 @@ def load_stack_spec(
             ephemeral_storage_mb=int(storage),
             policies=tuple(p for p in props.get("Policies") or [] if isinstance(p, dict)),
             reserved_concurrency=None if reserved is None else int(reserved),
+            snap_start=(props.get("SnapStart") or {}).get("ApplyOn") == "PublishedVersions",
         )
         for event_id, event in events.items():
             if event.get("Type") != "Api":

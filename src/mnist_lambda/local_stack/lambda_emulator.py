@@ -32,6 +32,7 @@ from mnist_lambda.aws_limits import LAMBDA_RESPONSE_BYTES
 from mnist_lambda.local_stack import procs
 from mnist_lambda.local_stack.cfn_template import FunctionSpec
 from mnist_lambda.local_stack.sandbox import Sandbox
+from mnist_lambda.local_stack.snapstart import SnapshotEnvironment
 from mnist_lambda.local_stack.task_root import build, stage_app
 
 log = logging.getLogger("mnist_lambda.local_stack.lambda")
@@ -83,6 +84,7 @@ def function_environment(
         "AWS_LAMBDA_LOG_GROUP_NAME": f"/aws/lambda/{spec.logical_id}",
         "AWS_LAMBDA_LOG_STREAM_NAME": "local",
         "_HANDLER": spec.handler,
+        "AWS_LAMBDA_INITIALIZATION_TYPE": "snap-start" if spec.snap_start else "on-demand",
         **(overrides or {}),
     }
 
@@ -97,7 +99,8 @@ class InvokeResult:
     function_error: str | None = None  # X-Amz-Function-Error header, if the RIE sent one
     failure: str | None = None  # the emulator died / refused / hung: no usable response
     too_large: bool = False  # response beyond Lambda's 6 MB limit
-    cold: bool = False  # the runtime was initialised for this invocation
+    cold: bool = False  # the runtime was initialised (or restored) for this invocation
+    restored: bool = False  # SnapStart: the environment was restored from the snapshot
     init_ms: float | None = None  # INIT REPORT durationMs (on a cold start)
     duration_ms: float | None = None  # REPORT Duration (the RIE counts init in it when cold)
     max_memory_mb: float | None = None  # the environment's cgroup peak (limits enforced)
@@ -113,7 +116,9 @@ class EmulatorInstance:
         self.port = 0
         self.proc: subprocess.Popen[bytes] | None = None
         self.runtime_pid: int | None = None  # known once it has been initialised
-        self.limits = pool.sandbox.limits(f"env-{next(_ENVIRONMENTS)}", self.spec.memory_size)
+        self.snapshot = pool.snapshots.get(generation)  # SnapStart: restored from it
+        name, memory = f"env-{next(_ENVIRONMENTS)}", self.spec.memory_size
+        self.limits = pool.sandbox.limits(name, memory, joinable=self.snapshot is not None)
         self._init_ms: float | None = None
         self._reports: queue.SimpleQueue[float] = queue.SimpleQueue()
         self._stopped = False
@@ -131,7 +136,12 @@ class EmulatorInstance:
             self.port = procs.free_port()
             rie_args = ["--runtime-interface-emulator-address", f"{procs.HOST}:{self.port}"]
             rie_args += ["--runtime-api-address", f"{procs.HOST}:{procs.free_port()}"]
-            argv, paths, cwd = sandbox.command(rie, rie_args, self.spec, self.app, self.limits)
+            runtime = "restore" if self.snapshot else "awslambdaric"
+            argv, paths, cwd = sandbox.command(
+                self.spec, self.app, self.limits, rie=(rie, rie_args), runtime=runtime
+            )
+            if self.snapshot:
+                paths |= self.snapshot.restore_environment(self.limits)
             proc = procs.spawn(argv, env={**self.pool.env, **paths}, cwd=cwd)
             for stream, kind in ((proc.stdout, "out"), (proc.stderr, "err")):
                 threading.Thread(
@@ -201,6 +211,7 @@ class EmulatorInstance:
             function_error=func_error,
             too_large=len(body) > LAMBDA_RESPONSE_BYTES,
             cold=init_ms is not None,
+            restored=init_ms is not None and self.snapshot is not None,
             init_ms=init_ms,
             duration_ms=duration_ms,
             max_memory_mb=self.limits.max_memory_mb() if self.limits else None,
@@ -217,6 +228,10 @@ class EmulatorInstance:
 
 class GatewayTimeout(Exception):
     """No answer (or no free instance) before the integration timeout."""
+
+
+class FunctionThrottled(Exception):
+    """Every environment is busy and the function's reserved concurrency allows no other."""
 
 
 class FunctionPool:
@@ -243,6 +258,7 @@ class FunctionPool:
         self._work = Path(tempfile.mkdtemp(prefix=f"mnist-lambda-{spec.logical_id}-"))
         self._free: queue.LifoQueue[EmulatorInstance] = queue.LifoQueue()  # LIFO, as on Lambda
         self._live: set[EmulatorInstance] = set()
+        self.snapshots: dict[int, SnapshotEnvironment] = {}  # generation -> its SnapStart one
         self._lock = threading.Lock()
         self._workers = concurrent.futures.ThreadPoolExecutor(64)  # threads start as needed
         self._closed = False
@@ -270,22 +286,39 @@ class FunctionPool:
         dest, python = self._work / f"g{generation}", self.sandbox.build.python
         app = stage_app(self.app_dir, dest, python, self.model_path)
         started: list[EmulatorInstance] = []
+        if self.spec.snap_start and self.size:  # a published version: init once, snapshot
+            snapshot = SnapshotEnvironment(self, app, generation)
+            snapshot.start()
+            self.snapshots[generation] = snapshot
         try:
-            for index in range(1, self.instances + 1):
+            for index in range(1, self.size + 1):
                 started.append(self._new(app, index, generation))
         except Exception:
             for inst in started:
                 self._discard(inst)
+            self._stop_snapshots(keep=self.generation)
             raise
         return started
+
+    def _stop_snapshots(self, keep: int | None = None) -> None:
+        for generation in [g for g in self.snapshots if g != keep]:
+            self.snapshots.pop(generation).stop()
 
     def start(self) -> None:
         """Start the first generation of environments (generation 0)."""
         self.redeploy()
 
+    @property
+    def size(self) -> int:
+        """Environments per generation: the reserved concurrency if the template sets one (a
+        request beyond it is throttled, as Lambda does), else ``instances`` (a request beyond
+        them waits for a free one: Lambda would start another); 0 until something is deployed."""
+        return (self.spec.reserved_concurrency or self.instances) if self.instances else 0
+
     def spec_summary(self) -> dict[str, object]:
         """What the ready line says of the function."""
-        return {k: getattr(self.spec, k) for k in ("handler", "timeout", "memory_size")}
+        keys = ("handler", "timeout", "memory_size", "reserved_concurrency")
+        return {k: getattr(self.spec, k) for k in keys} | {"environments": self.size}
 
     def pids(self) -> list[int]:
         """Pids of the live RIE processes."""
@@ -362,11 +395,12 @@ class FunctionPool:
             self._free.put(inst)
         for inst in old:
             self._retire(inst)
+        self._stop_snapshots(keep=self.generation)
         log.info(
             "%s: generation %d, %d environment(s) (%s)",
             self.spec.logical_id,
             self.generation,
-            self.instances,
+            self.size,
             self.spec_summary(),
         )
         return self.generation
@@ -374,9 +408,12 @@ class FunctionPool:
     def invoke(self, payload: bytes, deadline: float) -> InvokeResult:
         """Invoke on a free environment; raise :class:`GatewayTimeout` at ``deadline`` (the
         environment stays busy until the function returns, as on Lambda)."""
-        if not self.instances:  # nothing deployed yet: API Gateway answers 502
+        if not self.size:  # nothing deployed yet: API Gateway answers 502
             return InvokeResult(self.spec.logical_id, failure="no environment deployed")
-        if (inst := self.acquire(deadline - time.monotonic())) is None:
+        throttles = self.spec.reserved_concurrency is not None
+        if (inst := self.acquire(0.05 if throttles else deadline - time.monotonic())) is None:
+            if throttles:
+                raise FunctionThrottled(f"reserved concurrency {self.size} reached")
             raise GatewayTimeout("no free function instance")
 
         def work() -> InvokeResult:
@@ -403,6 +440,7 @@ class FunctionPool:
         with self._free.mutex:
             self._free.queue.clear()
         self._workers.shutdown(wait=False)
+        self._stop_snapshots()
         shutil.rmtree(self._work, ignore_errors=True)
         if self.own_sandbox:
             self.sandbox.close()

@@ -29,6 +29,8 @@ CFS_PERIOD_US = 100_000
 SANDBOX_USER = (65534, 65534)  # nobody:nogroup, on every Linux
 TASK_ROOT, RUNTIME_DIR, LANG_DIR = "/var/task", "/var/runtime", "/var/lang"
 RIE_PATH = "/var/rapid/aws-lambda-rie"
+SNAPSTART_PATH = "/var/rapid/snapstart.py"  # the emulator's SnapStart, beside the RIE
+SNAPSTART_RUNTIME = Path(__file__).with_name("snapstart_runtime.py")
 # Lambda's own values for these, in the image layout
 LAMBDA_PATH = "/var/lang/bin:/usr/local/bin:/usr/bin/:/bin:/opt/bin"
 LAMBDA_LD_LIBRARY_PATH = (
@@ -129,8 +131,9 @@ class Cgroups:
             self.close()
             raise LimitsUnavailable(f"cannot create cgroups: {exc}") from exc
 
-    def create(self, name: str, memory_mb: int) -> EnvironmentLimits:
-        """A cgroup for environment ``name``: ``memory_mb`` hard, Lambda's CPU share."""
+    def create(self, name: str, memory_mb: int, joinable: bool = False) -> EnvironmentLimits:
+        """A cgroup for environment ``name``: ``memory_mb`` hard, Lambda's CPU share;
+        ``joinable``: the sandbox user may move its own processes in (a SnapStart restore)."""
         cpus = vcpu_share(memory_mb, psutil.cpu_count() or 1)
         quota = max(1000, int(cpus * CFS_PERIOD_US))
         dirs = tuple(parent / name for parent in self.parents)
@@ -149,6 +152,9 @@ class Cgroups:
                 _write(memory / "memory.memsw.limit_in_bytes", limit)
             _write(cpu / "cpu.cfs_period_us", CFS_PERIOD_US)
             _write(cpu / "cpu.cfs_quota_us", quota)
+        if joinable:  # v2 checks the common ancestor's cgroup.procs too
+            for procs in [d / "cgroup.procs" for d in dirs + self.parents[: self.v2]]:
+                os.chown(procs, *SANDBOX_USER)
         return EnvironmentLimits(dirs, self.v2)
 
     def close(self) -> None:
@@ -188,8 +194,12 @@ class Sandbox:
             "limits": self.limits_note,
         }
 
-    def limits(self, name: str, memory_mb: int) -> EnvironmentLimits | None:
-        return self.cgroups.create(name, memory_mb) if self.cgroups is not None else None
+    def limits(
+        self, name: str, memory_mb: int, joinable: bool = False
+    ) -> EnvironmentLimits | None:
+        if self.cgroups is None:
+            return None
+        return self.cgroups.create(name, memory_mb, joinable and self.isolated)
 
     def close(self) -> None:
         if self.cgroups is not None:
@@ -197,25 +207,40 @@ class Sandbox:
 
     def command(
         self,
-        rie: Path,
-        rie_args: Sequence[str],
         function: FunctionSpec,
         app: Path,
         limits: EnvironmentLimits | None,
+        *,
+        rie: tuple[Path, Sequence[str]] | None,
+        runtime: str = "awslambdaric",
     ) -> tuple[list[str], dict[str, str], Path]:
-        """(argv, Lambda's path variables, cwd) to start one environment on staged ``app``."""
+        """(argv, Lambda's path variables, cwd) to start one environment on staged ``app``:
+        ``rie`` (binary, arguments) running ``runtime`` (``awslambdaric``; with SnapStart,
+        ``restore``), or the ``snapshot`` environment alone (no RIE)."""
         python, handler = self.build.python, function.handler
         deps = self.build.deps_dir
         procs_files = [d / "cgroup.procs" for d in (limits.dirs if limits else ())]
         join = [f"echo $$ > {shlex.quote(str(f))}" for f in procs_files]
+        if self.isolated:
+            exe = os.path.join(LANG_DIR, os.path.relpath(python.executable, python.prefix))
+            rie_cmd, snapstart, site = [RIE_PATH, *rie[1]] if rie else [], SNAPSTART_PATH, []
+        else:  # -S: none of the dev interpreter's site-packages
+            exe, snapstart, site = python.executable, str(SNAPSTART_RUNTIME), ["-S"]
+            rie_cmd = [str(rie[0]), *rie[1]] if rie else []
+        program = (
+            rie_cmd
+            + {
+                "awslambdaric": [exe, *site, "-m", "awslambdaric", handler],
+                "snapshot": [exe, *site, snapstart, "snapshot", handler],
+                "restore": [exe, "-I", "-S", snapstart, "restore"],
+            }[runtime]
+        )
         if not self.isolated:
-            runtime_cmd = [python.executable, "-S", "-m", "awslambdaric", handler]
             path = [str(d) for d in (deps, self.build.runtime_dir) if d is not None]
             env = {"LAMBDA_TASK_ROOT": str(app), "PYTHONPATH": ":".join(path)}
             env["LAMBDA_RUNTIME_DIR"] = str(self.build.runtime_dir)
             script = [*join, 'exec "$@"']
-            argv = ["sh", "-c", "; ".join(script), "sh", str(rie), *rie_args, *runtime_cmd]
-            return argv, env, app
+            return ["sh", "-c", "; ".join(script), "sh", *program], env, app
 
         def bind(src: Path | str, dst: str) -> list[str]:
             q = shlex.quote
@@ -234,12 +259,13 @@ class Sandbox:
             *join,
             "mount -t tmpfs -o size=1m,mode=755 lambda-var /var",
             f"mkdir -p {TASK_ROOT} {RUNTIME_DIR} {LANG_DIR} {os.path.dirname(RIE_PATH)}",
-            f"touch {RIE_PATH}",
+            f"touch {RIE_PATH} {SNAPSTART_PATH}",
             *task,
             *bind(self.build.runtime_dir, RUNTIME_DIR),
             *bind(python.prefix, LANG_DIR),
             f"mount -t tmpfs -o ro,size=4k lambda-site {site_packages}",
-            *bind(rie, RIE_PATH),
+            *(bind(rie[0], RIE_PATH) if rie else ()),
+            *bind(SNAPSTART_RUNTIME, SNAPSTART_PATH),
             "mount -o remount,ro /var",
             f"mount -t tmpfs -o size={function.ephemeral_storage_mb}m,mode=1777 lambda-tmp /tmp",
             "mount -t tmpfs -o ro,size=4k lambda-shm /dev/shm",
@@ -247,10 +273,8 @@ class Sandbox:
             f"exec setpriv --reuid={uid} --regid={gid} --clear-groups --no-new-privs "
             '--pdeathsig TERM -- "$@"',
         ]
-        exe = os.path.join(LANG_DIR, os.path.relpath(python.executable, python.prefix))
-        runtime_cmd = [exe, "-m", "awslambdaric", handler]
         argv = ["unshare", "--mount", "--propagation", "private", "sh", "-c", "\n".join(script)]
-        argv += ["sh", RIE_PATH, *rie_args, *runtime_cmd]
+        argv += ["sh", *program]
         env = {
             "LAMBDA_TASK_ROOT": TASK_ROOT,
             "LAMBDA_RUNTIME_DIR": RUNTIME_DIR,

@@ -28,7 +28,12 @@ import psutil
 from mnist_lambda.aws_limits import API_GATEWAY_TIMEOUT_S
 from mnist_lambda.local_stack import DEFAULT_BUCKET, DEFAULT_REGION, DEPLOY_REQUEST_NAME, procs
 from mnist_lambda.local_stack.api_front import ApiFront
-from mnist_lambda.local_stack.cfn_template import TemplateError, load_stack_spec, load_template
+from mnist_lambda.local_stack.cfn_template import (
+    StackSpec,
+    TemplateError,
+    load_stack_spec,
+    load_template,
+)
 from mnist_lambda.local_stack.lambda_emulator import FunctionPool, function_environment
 from mnist_lambda.local_stack.s3_server import S3Server
 from mnist_lambda.local_stack.sandbox import Sandbox
@@ -67,19 +72,17 @@ class LocalStack:
             raise FileNotFoundError(f"model {args.model_path} does not exist")
         if args.port and procs.port_open(args.port):
             raise RuntimeError(f"API port {args.port} is already in use")
-        overrides = dict(args.parameter)
+        self.overrides = dict(args.parameter)
         if BUCKET_PARAMETER in (load_template(args.template).get("Parameters") or {}):
-            overrides.setdefault(BUCKET_PARAMETER, args.bucket)
-        spec = load_stack_spec(args.template, overrides, region=args.region)
-        for warning in spec.warnings:
-            log.warning("template: %s", warning)
+            self.overrides.setdefault(BUCKET_PARAMETER, args.bucket)
+        spec = self.load_spec()
         self.sandbox = Sandbox(build(args.app_dir / "requirements.txt"))
         self.s3.policies = [p for f in spec.functions.values() for p in f.policies]
         s3_url = self.s3.start()
         self.s3.create_bucket(args.bucket)
         assert self.s3.credentials is not None
         keys = self.s3.credentials.function
-        env = {
+        self.env = env = {
             "AWS_ENDPOINT_URL_S3": s3_url,
             "AWS_ACCESS_KEY_ID": keys.aws_access_key_id,
             "AWS_SECRET_ACCESS_KEY": keys.aws_secret_access_key,
@@ -88,7 +91,6 @@ class LocalStack:
             **dict(args.env),
         }
         for logical_id, fspec in spec.functions.items():
-            fspec = dataclasses.replace(fspec, handler=args.handler or fspec.handler)
             self.pools[logical_id] = pool = FunctionPool(
                 fspec,
                 function_environment(fspec, env),
@@ -105,6 +107,18 @@ class LocalStack:
         self._ready = True
         self.write_state()
         return self.info()
+
+    def load_spec(self) -> StackSpec:
+        """The template resolved with this stack's parameter overrides (``--handler`` applied)."""
+        args = self.args
+        spec = load_stack_spec(args.template, self.overrides, region=args.region)
+        for warning in spec.warnings:
+            log.warning("template: %s", warning)
+        handler = {k: args.handler or f.handler for k, f in spec.functions.items()}
+        functions = {
+            k: dataclasses.replace(f, handler=handler[k]) for k, f in spec.functions.items()
+        }
+        return dataclasses.replace(spec, functions=functions)
 
     def info(self) -> dict[str, Any]:
         """The ready JSON: URLs, credentials, the sandbox, pids and the current generation."""
@@ -137,6 +151,7 @@ class LocalStack:
             "s3_pid": self.s3.pid,
             "emulator_pids": sorted(p for pool in self.pools.values() for p in pool.pids()),
             "functions": {k: p.spec_summary() for k, p in self.pools.items()},
+            "parameters": self.overrides,
             "integration_timeout": args.timeout,
             "template": str(args.template),
             "app_dir": str(args.app_dir),
@@ -153,17 +168,24 @@ class LocalStack:
 
     def redeploy(self) -> int:
         """Replace all environments with fresh ones, with the settings a client asked for (a
-        model path, a number of environments) if it did; S3 keeps running."""
+        model path, a number of environments, template parameters) if it did; S3 keeps
+        running (the function's IAM policy stays the one the stack started with)."""
         request = self.args.state_file and self.args.state_file.with_name(DEPLOY_REQUEST_NAME)
         settings = json.loads(request.read_text()) if request and request.exists() else {}
+        if request:
+            request.unlink(missing_ok=True)
         self.args.instances = settings.get("instances", self.args.instances)
         if "model_path" in settings:
             self.args.model_path = Path(settings["model_path"]).resolve()
-        for pool in self.pools.values():
+        self.overrides |= {k: str(v) for k, v in (settings.get("parameters") or {}).items()}
+        spec = self.load_spec()
+        for logical_id, pool in self.pools.items():
+            fspec = spec.functions[logical_id]
+            pool.spec, pool.env = fspec, function_environment(fspec, self.env)
             pool.instances, pool.model_path = self.args.instances, self.args.model_path
             pool.redeploy()
-        if request:
-            request.unlink(missing_ok=True)
+        if self.front is not None:
+            self.front.configure(spec)
         self.generation += 1
         self.write_state()
         log.info("redeployed: generation %d", self.generation)
