@@ -12,13 +12,19 @@
 ARG PYTHON_VERSION=3.12
 FROM public.ecr.aws/lambda/python:${PYTHON_VERSION}
 
-# Runtime dependencies only, as wheels, straight into the task root, without pip's cache.
-COPY lambda_app/requirements.txt /tmp/requirements.txt
-RUN pip install --no-cache-dir --disable-pip-version-check --only-binary=:all: \
-        --target "${LAMBDA_TASK_ROOT}" -r /tmp/requirements.txt \
-    && rm /tmp/requirements.txt
+# Runtime dependencies only, as wheels, straight into the task root, without pip's cache: the
+# handler's, and the model's own if it has any (an ONNX model's model-requirements.txt, written by
+# the training step: onnxruntime; a .npz model needs nothing more). The [t] glob lets the COPY
+# succeed when that file is absent.
+COPY lambda_app/requirements.txt lambda_app/model/model-requirements.tx[t] /tmp/
+RUN model_requirements=/tmp/model-requirements.txt; \
+    [ -f "$model_requirements" ] || model_requirements=/tmp/requirements.txt; \
+    pip install --no-cache-dir --disable-pip-version-check --only-binary=:all: \
+        --target "${LAMBDA_TASK_ROOT}" -r /tmp/requirements.txt -r "$model_requirements" \
+    && rm -f /tmp/requirements.txt /tmp/model-requirements.txt
 
-# The handler, the mnist_serving package and the trained model (lambda_app/model/).
+# The handler, the mnist_serving package and the trained model (lambda_app/model/: model.npz or
+# model.onnx, and its manifest.json).
 COPY lambda_app/ ${LAMBDA_TASK_ROOT}/
 
 # Lambda runs the code as a non-root user: make it world-readable whatever the build host's

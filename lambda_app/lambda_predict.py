@@ -6,8 +6,9 @@ model's labels in row order, with the model's identity and timings in response h
 
 Configuration (environment, read once at import, as Lambda fixes it per function version):
 
-* ``MODEL_PATH``: the model ``.npz`` (default ``model/model.npz`` beside this file); an optional
-  ``manifest.json`` beside it supplies ``version`` / ``run_id`` (and a checked ``sha256``).
+* ``MODEL_PATH``: the model, ``.npz`` (numpy) or ``.onnx`` (onnxruntime); default: the file
+  ``model/manifest.json`` names, else ``model/model.npz`` beside this file. The manifest also
+  supplies ``version`` / ``run_id`` (and a checked ``sha256``).
 * ``ALLOWED_BUCKETS``: comma-separated ``bucket`` or ``bucket/prefix``; empty allows nothing.
 * ``MAX_OBJECT_BYTES``: largest object (and decompressed CSV) accepted, default 50 MiB.
 * ``LOG_LEVEL``: ``DEBUG``, ``INFO`` (default), ``WARNING`` or ``ERROR``.
@@ -43,11 +44,12 @@ from mnist_serving import logs, output, payload, request, s3io
 from mnist_serving.allowlist import AllowList
 from mnist_serving.budget import Budget
 from mnist_serving.errors import AppError, DeadlineExceeded
-from mnist_serving.model import DigitModel, load
+from mnist_serving.loading import ServingModel, default_model_path
+from mnist_serving.loading import load_model as load
 from mnist_serving.model_info import ModelInfo, describe
 from mnist_serving.responses import error_response, json_response, server_timing
 
-DEFAULT_MODEL_PATH = Path(__file__).resolve().parent / "model" / "model.npz"
+DEFAULT_MODEL_PATH = default_model_path(Path(__file__).resolve().parent / "model")
 DEFAULT_MAX_OBJECT_BYTES = 50 * 1024 * 1024
 PREDICT_SLICE_ROWS = 1024
 """Rows predicted between two checks of the time budget."""
@@ -84,7 +86,7 @@ def read_settings(env: Mapping[str, str] = os.environ) -> Settings:
     )
 
 
-def load_model(path: Path) -> tuple[DigitModel, ModelInfo]:
+def load_model(path: Path) -> tuple[ServingModel, ModelInfo]:
     """Load the model and describe it; a missing file fails loudly, naming MODEL_PATH."""
     if not path.is_file():
         raise FileNotFoundError(
@@ -168,7 +170,7 @@ def lambda_handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
     return response
 
 
-def predict_within_budget(model: DigitModel, pixels: np.ndarray, budget: Budget) -> np.ndarray:
+def predict_within_budget(model: ServingModel, pixels: np.ndarray, budget: Budget) -> np.ndarray:
     """Predict in slices, answering 504 rather than overrunning the invocation's time."""
     budget.require(MIN_PREDICT_MS, f"predict {len(pixels)} rows")
     labels = np.empty(len(pixels), dtype=np.int64)

@@ -347,11 +347,11 @@ def test_the_s3_client_is_created_once_and_reused(handler, aws_env):
     assert client.meta.endpoint_url == aws_env  # AWS_ENDPOINT_URL_S3, no endpoint code
 
 
-def test_the_handler_imports_no_training_stack(small_model_path):
+def test_the_handler_imports_no_training_stack_and_no_onnx_runtime_for_npz(small_model_path):
     code = (
         "import sys, lambda_predict\n"
-        "heavy = [m for m in ('pandas', 'sklearn', 'scipy', 'matplotlib', 'joblib') "
-        "if m in sys.modules]\n"
+        "heavy = ('pandas', 'sklearn', 'scipy', 'matplotlib', 'joblib', 'onnxruntime')\n"
+        "heavy = [m for m in heavy if m in sys.modules]\n"
         "print(heavy)\n"
     )
     env = {**os.environ, "MODEL_PATH": str(small_model_path), "PYTHONPATH": str(LAMBDA_APP)}

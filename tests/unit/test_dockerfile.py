@@ -20,6 +20,8 @@ from packaging.requirements import Requirement
 from packaging.specifiers import SpecifierSet
 from repo_paths import LAMBDA_APP, ROOT
 
+from mnist_lambda import model_requirements
+
 DOCKERFILE = ROOT / "Dockerfile"
 HADOLINT = Path(sys.executable).parent / "hadolint"
 
@@ -105,8 +107,9 @@ def test_pip_installs_only_the_requirements_without_cache():
     assert "--no-cache-dir" in run
     assert '--target "${LAMBDA_TASK_ROOT}"' in run
     assert "-r /tmp/requirements.txt" in run
+    assert '-r "$model_requirements"' in run  # an ONNX model's runtime, when it has one
     copies = [a for k, a in instructions() if k == "COPY"]
-    assert "lambda_app/requirements.txt /tmp/requirements.txt" in copies
+    assert "lambda_app/requirements.txt lambda_app/model/model-requirements.tx[t] /tmp/" in copies
 
 
 def test_cmd_is_the_handler():
@@ -177,9 +180,21 @@ def test_the_real_build_context_is_lambda_app_source_only():
 # --- requirements.txt ------------------------------------------------------------------------
 
 
-def test_every_pin_equals_poetry_lock():
-    locked = lock_packages()
+@pytest.fixture(params=["npz model", "onnx model"])
+def image_pins(request, tmp_path) -> dict[str, str]:
+    """What the image installs: lambda_app/requirements.txt, plus an ONNX model's own."""
     pins = requirement_pins()
+    if request.param == "onnx model":
+        extra = tmp_path / model_requirements.FILE_NAME
+        extra.write_text(model_requirements.onnx_requirements())
+        pins |= requirement_pins(extra)
+        assert "onnxruntime" in pins
+    return pins
+
+
+def test_every_pin_equals_poetry_lock(image_pins):
+    locked = lock_packages()
+    pins = image_pins
     assert "numpy" in pins
     for name, version in pins.items():
         assert name in locked, f"{name} is not in poetry.lock"
@@ -193,9 +208,9 @@ def test_runtime_requirements_are_runtime_only():
         assert word not in body, word
 
 
-def test_the_pins_are_a_closed_set():
+def test_the_pins_are_a_closed_set(image_pins):
     """pip resolves nothing beyond the pins: every dependency of a pin is pinned too."""
-    pins = requirement_pins()
+    pins = image_pins
     environment = {
         "python_version": image_python(),
         "sys_platform": "linux",
@@ -233,14 +248,14 @@ def _fits(filename: str, python: str, glibc: tuple[int, int]) -> bool:
     return False
 
 
-def test_every_pin_has_a_wheel_for_the_image():
+def test_every_pin_has_a_wheel_for_the_image(image_pins):
     """The Dockerfile installs with --only-binary: each locked version needs a wheel for the
     image's Python, x86_64 and glibc. (This is why the image is not python:3.11: Amazon Linux
     2's glibc 2.26 is older than numpy 2.4's manylinux_2_28 wheels need.)"""
     python = image_python()
     glibc = IMAGE_GLIBC[python]
     locked = lock_packages()
-    for name in requirement_pins():
+    for name in image_pins:
         files = locked[name]["files"]
         assert any(_fits(f, python, glibc) for f in files), (
             f"{name} {locked[name]['version']}: no wheel for python {python}, x86_64, glibc "

@@ -28,6 +28,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from mnist_lambda import model_requirements
 from mnist_lambda.aws_limits import LAMBDA_RESPONSE_BYTES
 from mnist_lambda.local_stack import procs
 from mnist_lambda.local_stack.cfn_template import FunctionSpec
@@ -138,7 +139,12 @@ class EmulatorInstance:
             rie_args += ["--runtime-api-address", f"{procs.HOST}:{procs.free_port()}"]
             runtime = "restore" if self.snapshot else "awslambdaric"
             argv, paths, cwd = sandbox.command(
-                self.spec, self.app, self.limits, rie=(rie, rie_args), runtime=runtime
+                self.spec,
+                self.app,
+                self.limits,
+                rie=(rie, rie_args),
+                runtime=runtime,
+                deps=self.pool.deps.get(self.generation),
             )
             if self.snapshot:
                 paths |= self.snapshot.restore_environment(self.limits)
@@ -259,6 +265,7 @@ class FunctionPool:
         self._free: queue.LifoQueue[EmulatorInstance] = queue.LifoQueue()  # LIFO, as on Lambda
         self._live: set[EmulatorInstance] = set()
         self.snapshots: dict[int, SnapshotEnvironment] = {}  # generation -> its SnapStart one
+        self.deps: dict[int, Path | None] = {}  # generation -> its installed requirements
         self._lock = threading.Lock()
         self._workers = concurrent.futures.ThreadPoolExecutor(64)  # threads start as needed
         self._closed = False
@@ -285,6 +292,8 @@ class FunctionPool:
         """Stage the app for ``generation`` and start its environments."""
         dest, python = self._work / f"g{generation}", self.sandbox.build.python
         app = stage_app(self.app_dir, dest, python, self.model_path)
+        model_reqs = app / "model" / model_requirements.FILE_NAME  # an ONNX model's runtime
+        self.deps[generation] = build(self.app_dir / "requirements.txt", None, model_reqs).deps_dir
         started: list[EmulatorInstance] = []
         if self.spec.snap_start and self.size:  # a published version: init once, snapshot
             snapshot = SnapshotEnvironment(self, app, generation)

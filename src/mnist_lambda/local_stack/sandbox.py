@@ -213,12 +213,14 @@ class Sandbox:
         *,
         rie: tuple[Path, Sequence[str]] | None,
         runtime: str = "awslambdaric",
+        deps: Path | None = None,
     ) -> tuple[list[str], dict[str, str], Path]:
         """(argv, Lambda's path variables, cwd) to start one environment on staged ``app``:
         ``rie`` (binary, arguments) running ``runtime`` (``awslambdaric``; with SnapStart,
-        ``restore``), or the ``snapshot`` environment alone (no RIE)."""
+        ``restore``), or the ``snapshot`` environment alone (no RIE). ``deps``: the
+        deployment's installed requirements (default: the stack's)."""
         python, handler = self.build.python, function.handler
-        deps = self.build.deps_dir
+        deps = deps or self.build.deps_dir
         procs_files = [d / "cgroup.procs" for d in (limits.dirs if limits else ())]
         join = [f"echo $$ > {shlex.quote(str(f))}" for f in procs_files]
         if self.isolated:

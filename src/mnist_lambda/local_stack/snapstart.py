@@ -36,7 +36,7 @@ class SnapshotEnvironment:
     """One generation's snapshot: the function initialised once, serving restores."""
 
     def __init__(self, pool: FunctionPool, app: Path, generation: int) -> None:
-        self.pool, self.app = pool, app
+        self.pool, self.app, self.generation = pool, app, generation
         self.name = f"{pool.spec.logical_id}-snapshot/g{generation}"
         self.socket = f"mnist-lambda-snapstart-{uuid.uuid4().hex}"
         self.limits = pool.sandbox.limits(f"snapshot-{self.socket[-12:]}", pool.spec.memory_size)
@@ -47,7 +47,12 @@ class SnapshotEnvironment:
     def start(self, timeout: float = 60.0) -> None:
         """Initialise the function and take the snapshot; raise if the init fails."""
         argv, paths, cwd = self.pool.sandbox.command(
-            self.pool.spec, self.app, self.limits, rie=None, runtime="snapshot"
+            self.pool.spec,
+            self.app,
+            self.limits,
+            rie=None,
+            runtime="snapshot",
+            deps=self.pool.deps.get(self.generation),
         )
         env = {**self.pool.env, **paths, "SNAPSTART_SOCKET": self.socket}
         started = time.monotonic()

@@ -229,6 +229,7 @@ HELP = "the local stack: S3 (IAM enforced) + sandboxed Lambda emulator + API Gat
 EXAMPLES = """examples:
   mnist-lambda serve --instances 2
   mnist-lambda serve --model-path outputs/<run>/model/model.npz -P MemorySize=885
+  mnist-lambda serve --model-path outputs/<run>/model/model.onnx -P SnapStart=PublishedVersions
   mnist-lambda serve -P DataKeyPrefix=inputs/ -e LOG_LEVEL=DEBUG --port 8080
 """
 
@@ -244,7 +245,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     add("--bucket", default=DEFAULT_BUCKET, help=f"data bucket (default: {DEFAULT_BUCKET})")
     add("--template", type=Path, help="SAM template (default: <repo>/template_no_auth.yaml)")
     add("--app-dir", type=Path, help="function code, the task root (default: <repo>/lambda_app)")
-    add("--model-path", type=Path, help="serve this model (staged as model/model.npz)")
+    add("--model-path", type=Path, help="serve this model (.npz or .onnx, with its manifest)")
     add("--state-file", type=Path, help="also write the ready JSON here; removed on shutdown")
     add("--region", default=DEFAULT_REGION, help=f"(default: {DEFAULT_REGION})")
     timeout_help = "API Gateway integration timeout in seconds (default: 29)"

@@ -22,6 +22,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+from mnist_lambda import model_requirements
 from mnist_lambda.paths import project_root
 
 BUILD_DIR_NAME = ".lambda"
@@ -156,9 +157,12 @@ class Build:
         return self.python.version == self.image_python
 
 
-def build(requirements: Path | None, root: Path | None = None) -> Build:
-    """Build, or reuse when up to date, the runtime client and ``requirements`` under ``.lambda/``,
-    each in a folder named after what it was built from (a change builds anew)."""
+def build(
+    requirements: Path | None, root: Path | None = None, model_requirements: Path | None = None
+) -> Build:
+    """Build, or reuse when up to date, the runtime client and ``requirements`` (plus the model's
+    ``model_requirements``, if any) under ``.lambda/``, each in a folder named after what it was
+    built from (a change builds anew)."""
     root = root or project_root() / BUILD_DIR_NAME
     recipe = read_dockerfile()  # its Python if this machine has it, else this one's base
     if (python := find_python(recipe.python_version) or _probe(sys.executable)) is None:
@@ -166,17 +170,20 @@ def build(requirements: Path | None, root: Path | None = None) -> Build:
     base = root / f"python{python.version}"
     pins = _runtime_pins()
     runtime = _install(base / f"runtime-{_digest(pins)}", python, pins, recipe.pip_flags)
+    files = [Path(f) for f in (requirements, model_requirements) if f and Path(f).is_file()]
     deps = None
-    if requirements is not None and Path(requirements).is_file():
-        text = Path(requirements).read_text(encoding="utf-8")
-        dest = base / f"task-{_digest(text, recipe.pip_flags)}"
-        deps = _install(dest, python, ["-r", str(requirements)], recipe.pip_flags)
+    if files:
+        texts = [f.read_text(encoding="utf-8") for f in files]
+        dest = base / f"task-{_digest(*texts, recipe.pip_flags)}"
+        args = [arg for f in files for arg in ("-r", str(f))]
+        deps = _install(dest, python, args, recipe.pip_flags)
     return Build(python, runtime, deps, recipe.python_version)
 
 
 def stage_app(app_dir: Path, dest: Path, python: Python, model_path: Path | None = None) -> Path:
     """Copy ``app_dir`` to ``dest`` as ``COPY lambda_app/`` would (modes kept), byte-compile it.
-    ``model_path`` (and the ``manifest.json`` beside it) replaces ``model/model.npz``."""
+    ``model_path`` (with the ``manifest.json`` and model requirements beside it) replaces
+    ``model/``."""
     lines = (line.strip() for line in (project_root() / ".dockerignore").read_text().split("\n"))
     ignored = [ln[14:] for ln in lines if ln.startswith("lambda_app/**/")]  # as Docker would
     shutil.copytree(app_dir, dest, ignore=shutil.ignore_patterns(*ignored))
@@ -184,9 +191,11 @@ def stage_app(app_dir: Path, dest: Path, python: Python, model_path: Path | None
         model_dir = dest / "model"
         shutil.rmtree(model_dir, ignore_errors=True)
         model_dir.mkdir(mode=0o755)
-        shutil.copy2(model_path, model_dir / "model.npz")
-        if (manifest := Path(model_path).with_name("manifest.json")).exists():
-            shutil.copy2(manifest, model_dir / "manifest.json")
+        model_path = Path(model_path)
+        shutil.copy2(model_path, model_dir / model_path.name)
+        for name in ("manifest.json", model_requirements.FILE_NAME):
+            if (beside := model_path.with_name(name)).exists():
+                shutil.copy2(beside, model_dir / name)
     subprocess.run([python.executable, "-m", "compileall", "-q", str(dest)], check=False)
     dest.chmod(0o755)
     return dest
@@ -199,11 +208,17 @@ SETUP_REQUIREMENTS = (
 
 
 def main() -> int:
-    """``python -m mnist_lambda.local_stack.task_root``: build ``.lambda/`` (a set-up step)."""
-    for requirements in SETUP_REQUIREMENTS:
-        found = build(project_root() / requirements)
+    """``python -m mnist_lambda.local_stack.task_root``: build ``.lambda/`` (a set-up step),
+    with the ONNX runtime too, so that serving an ONNX model also works offline."""
+    onnx = project_root() / BUILD_DIR_NAME / model_requirements.FILE_NAME
+    onnx.parent.mkdir(exist_ok=True)
+    onnx.write_text(model_requirements.onnx_requirements())
+    builds = [(r, None) for r in SETUP_REQUIREMENTS] + [(SETUP_REQUIREMENTS[0], onnx)]
+    for requirements, model in builds:
+        found = build(project_root() / requirements, model_requirements=model)
         note = "" if found.matches_image else f"; the image has {found.image_python}: not found"
-        print(f"setup: task root for {requirements} on Python {found.python.version}{note}")
+        extra = " + an ONNX model's" if model else ""
+        print(f"setup: task root for {requirements}{extra} on Python {found.python.version}{note}")
     return 0
 
 
