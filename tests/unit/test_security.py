@@ -15,6 +15,8 @@ import pytest
 from offline_tools import load_cfn, no_network_env
 from repo_paths import LAMBDA_APP, OPENAPI, ROOT, TEMPLATE
 
+from mnist_lambda import model_requirements
+
 CHECKOV = ROOT / ".tools" / "iac-scan" / "bin" / "checkov"
 
 ACCEPTED_TEMPLATE_FINDINGS = {
@@ -126,7 +128,8 @@ def test_the_api_validates_bodies_and_has_no_other_route() -> None:
 
 BANNED_MODULES = {"pickle", "cPickle", "_pickle", "joblib", "dill", "cloudpickle", "marshal",
                   "shelve", "sklearn"}  # fmt: skip
-BANNED_CALLS = {"eval", "exec", "__import__"}
+BANNED_CALLS = {"eval", "exec", "__import__", "register_custom_ops_library"}
+"""... and onnxruntime's door to native code a model file could ask for (custom operators)."""
 
 
 def _python_files() -> list[Path]:
@@ -159,17 +162,44 @@ def test_serving_code_cannot_unpickle(path: Path) -> None:
                         f"{path}:{node.lineno}: np.load without allow_pickle=False"
                     )
                 assert owner not in ("yaml", "pickle", "joblib"), f"{path}:{node.lineno}"
+            if name == "InferenceSession":  # an ONNX model runs on the CPU provider only,
+                providers = [k for k in node.keywords if k.arg == "providers"]  # from bytes
+                assert providers and ast.literal_eval(providers[0].value) == [
+                    "CPUExecutionProvider"
+                ], f"{path}:{node.lineno}: InferenceSession without CPU-only providers"
+                assert _calls_in_same_function(tree, node, "operator_domains"), (
+                    f"{path}:{node.lineno}: InferenceSession before the operator-domain check"
+                )
     text = path.read_text(encoding="utf-8")
     assert "allow_pickle=True" not in text.replace(" ", "")
 
 
+def _calls_in_same_function(tree: ast.AST, call: ast.Call, name: str) -> bool:
+    """Whether the function that makes ``call`` also calls ``name`` before it."""
+    for func in ast.walk(tree):
+        if isinstance(func, ast.FunctionDef) and call in ast.walk(func):
+            return any(
+                isinstance(c, ast.Call)
+                and getattr(c.func, "id", getattr(c.func, "attr", "")) == name
+                and c.lineno < call.lineno
+                for c in ast.walk(func)
+            )
+    return False
+
+
 def test_the_image_ships_no_pickle_capable_libraries() -> None:
+    texts = [
+        (LAMBDA_APP / "requirements.txt").read_text(),
+        model_requirements.onnx_requirements(),  # what an ONNX model adds
+    ]
     names = {
         line.split("==")[0].strip().lower()
-        for line in (LAMBDA_APP / "requirements.txt").read_text().splitlines()
+        for text in texts
+        for line in text.splitlines()
         if line.strip() and not line.startswith("#")
     }
-    assert not names & {"joblib", "scikit-learn", "dill", "cloudpickle", "pandas"}, names
+    assert "onnxruntime" in names
+    assert not names & {"joblib", "scikit-learn", "dill", "cloudpickle", "pandas", "skl2onnx"}
 
 
 # --- dependency audit ----------------------------------------------------------------------
