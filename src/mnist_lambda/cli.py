@@ -17,6 +17,7 @@ COMMANDS = {
     "serve": "mnist_lambda.local_stack.supervisor",
     "predict-batch": "mnist_lambda.batch.command",
     "bench": "mnist_lambda.bench",
+    "tune": "mnist_lambda.tuning.command",
 }
 
 

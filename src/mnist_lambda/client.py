@@ -73,6 +73,8 @@ class Result:
     """The local stack's emulator headers (``X-Lambda-Emulator-*``); None elsewhere."""
     instance: str | None = None
     init_ms: float | None = None
+    restore_ms: float | None = None
+    """SnapStart: the restore from the snapshot (instead of an init) on a cold call."""
     duration_ms: float | None = None
     max_memory_mb: float | None = None
     response: requests.Response | None = field(default=None, repr=False, compare=False)
@@ -102,6 +104,7 @@ class Result:
             cold=None if cold is None else cold == "true",
             instance=h.get("X-Lambda-Emulator-Instance"),
             init_ms=_float(h.get("X-Lambda-Emulator-Init-Duration-Ms")),
+            restore_ms=_float(h.get("X-Lambda-Emulator-Restore-Duration-Ms")),
             duration_ms=_float(h.get("X-Lambda-Emulator-Duration-Ms")),
             max_memory_mb=_float(h.get("X-Lambda-Emulator-Max-Memory-Used-Mb")),
             response=response,
@@ -113,10 +116,10 @@ class Result:
 
     @property
     def function_ms(self) -> float | None:
-        """The invocation's duration reported by the emulator, without the init."""
+        """The invocation's duration reported by the emulator, without the init (or restore)."""
         if self.duration_ms is None:
             return None
-        return self.duration_ms - (self.init_ms or 0.0)
+        return self.duration_ms - (self.init_ms or self.restore_ms or 0.0)
 
     @property
     def predict_ms(self) -> float | None:

@@ -58,8 +58,6 @@ class Prepared:
 
 def prepare(profile: Profile, data_source: str, work: Path) -> Prepared:
     """Load, split 80/20 (stratified), train both models, save both artifacts."""
-    import joblib
-    import pandas as pd
     from sklearn.model_selection import train_test_split
 
     from mnist_lambda import data, training
@@ -74,16 +72,10 @@ def prepare(profile: Profile, data_source: str, work: Path) -> Prepared:
     x_train, x_test, y_train, y_test = train_test_split(
         x, y, test_size=profile.test_share, stratify=y, random_state=42
     )
-    tutorial_model = work / "tutorial_app" / "model.joblib"
-    tutorial_model.parent.mkdir(parents=True)
     start = time.perf_counter()
-    knn = training.make_baseline(profile.n_neighbors).fit(
-        pd.DataFrame(x_train.astype(np.float64)), y_train
-    )
+    knn = fit_tutorial_model(x_train, y_train, profile.n_neighbors)
     fit = {"tutorial": time.perf_counter() - start}
-    joblib.dump(knn, tutorial_model)
-    for name in ("app.py", "requirements.txt"):  # its own image-like task root
-        shutil.copy(TUTORIAL_APP.with_name(name), tutorial_model.parent / name)
+    tutorial_model = tutorial_task_root(knn, work / "tutorial_app") / "model.joblib"
     our_model = work / "model" / "model.npz"
     start = time.perf_counter()
     training.train_serving(
@@ -106,6 +98,34 @@ def prepare(profile: Profile, data_source: str, work: Path) -> Prepared:
         profile.n_components,
         fit,
     )
+
+
+def fit_tutorial_model(x_train: np.ndarray, y_train: np.ndarray, n_neighbors: int = 4) -> Any:
+    """The tutorial's k-NN, fitted as it was: on a pandas DataFrame of float64 pixels."""
+    import pandas as pd
+
+    from mnist_lambda import training
+
+    return training.make_baseline(n_neighbors).fit(
+        pd.DataFrame(x_train.astype(np.float64)), y_train
+    )
+
+
+def tutorial_task_root(knn: Any, dest: Path) -> Path:
+    """``dest`` made the tutorial's own image-like task root: its handler, its requirements and
+    ``knn`` joblib'd as ``model.joblib``."""
+    import joblib
+
+    dest.mkdir(parents=True)
+    joblib.dump(knn, dest / "model.joblib")
+    for name in ("app.py", "requirements.txt"):
+        shutil.copy(TUTORIAL_APP.with_name(name), dest / name)
+    return dest
+
+
+def tutorial_start_args(memory_mb: int) -> list[str]:
+    """``mnist-lambda serve`` arguments of the tutorial's deployment at ``memory_mb``."""
+    return ["--handler", TUTORIAL_HANDLER, "-P", f"MemorySize={memory_mb}", *NO_STAGE_THROTTLE]
 
 
 def tutorial_object(pixels: np.ndarray) -> bytes:
@@ -246,13 +266,7 @@ def run_bench(
         start_kwargs = {
             A: {
                 "app_dir": prep.tutorial_model.parent,
-                "extra_args": [
-                    "--handler",
-                    TUTORIAL_HANDLER,
-                    "-P",
-                    f"MemorySize={profile.tutorial_memory_mb}",
-                    *NO_STAGE_THROTTLE,
-                ],
+                "extra_args": tutorial_start_args(profile.tutorial_memory_mb),
             },
             B: {"model_path": prep.our_model, "extra_args": list(NO_STAGE_THROTTLE)},
         }

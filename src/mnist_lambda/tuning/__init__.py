@@ -1,0 +1,1 @@
+"""``mnist-lambda tune``: what the function's settings and the traffic cost and allow."""

@@ -1,0 +1,70 @@
+"""The deployments a sweep measures: ours (the numpy model) and the tutorial's (joblib k-NN).
+
+Each is what :func:`mnist_lambda.local_stack.start` needs to serve it, the request object it
+reads from S3 and the labels its model gives in-process (what every answer must equal). The
+tutorial's is built as ``mnist-lambda bench`` builds it (:mod:`mnist_lambda.bench.run`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+OURS, TUTORIAL = "ours", "tutorial"
+VARIANTS = (OURS, TUTORIAL)
+
+
+@dataclass(frozen=True)
+class Deployment:
+    """One variant: how to start its stack, the object it is sent, the labels expected."""
+
+    name: str
+    start_kwargs: dict[str, Any]
+    key: str
+    body: bytes = field(repr=False)
+    expected: np.ndarray = field(repr=False)
+    description: str = ""
+
+
+def ours(model_path: Path, pixels: np.ndarray) -> Deployment:
+    """Our function (``lambda_app/``) serving ``model_path``; the rows as plain ``.npy``."""
+    from mnist_lambda.bench.run import NO_STAGE_THROTTLE
+    from mnist_lambda.s3_data import npy_bytes
+    from mnist_serving.model import load
+
+    pixels = np.ascontiguousarray(pixels, dtype=np.uint8)
+    return Deployment(
+        name=OURS,
+        start_kwargs={"model_path": Path(model_path), "extra_args": list(NO_STAGE_THROTTLE)},
+        key=f"tune/rows-{len(pixels)}.npy",
+        body=npy_bytes(pixels),
+        expected=load(model_path).predict(pixels),
+        description="lambda_app/ with the numpy PCA + k-NN model (.npz), .npy request objects",
+    )
+
+
+def tutorial(
+    x_train: np.ndarray, y_train: np.ndarray, pixels: np.ndarray, work: Path, n_neighbors: int = 4
+) -> Deployment:
+    """The tutorial's function (scikit-learn k-NN on raw pixels, joblib'd) in ``work``, fitted on
+    ``x_train``; the rows as a joblib'd float64 DataFrame, as its client sent them."""
+    import pandas as pd
+
+    from mnist_lambda.bench import run as bench
+    from mnist_lambda.bench.profile import TUTORIAL_MEMORY_MB
+
+    knn = bench.fit_tutorial_model(x_train, y_train, n_neighbors)
+    app_dir = bench.tutorial_task_root(knn, Path(work))
+    serve_args = bench.tutorial_start_args(TUTORIAL_MEMORY_MB)  # MemorySize set per setting
+    return Deployment(
+        name=TUTORIAL,
+        start_kwargs={"app_dir": app_dir, "extra_args": serve_args},
+        key=f"tune/rows-{len(pixels)}.joblib",
+        body=bench.tutorial_object(pixels),
+        expected=np.asarray(knn.predict(pd.DataFrame(pixels.astype(np.float64)))),
+        description="the tutorial's handler (bench/tutorial_app): joblib k-NN with scikit-learn "
+        f"and pandas, fitted on {len(x_train):,} rows; joblib'd float64 DataFrame objects",
+    )
