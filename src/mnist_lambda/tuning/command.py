@@ -84,7 +84,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "--run",
         type=Path,
         metavar="DIR",
-        help="run folder with model/model.npz and data/ (default: the latest under outputs/)",
+        help="run folder with model/ and data/ (default: the latest under outputs/)",
     )
     p.add_argument("--model", type=Path, help="a serving model .npz instead of the run's")
     p.add_argument(

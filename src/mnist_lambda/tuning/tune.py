@@ -74,7 +74,7 @@ def is_run(folder: Path) -> bool:
     from mnist_lambda.sampling import SPLIT_FILES
 
     data = folder / "data"
-    return (folder / "model" / "model.npz").is_file() and all(
+    return run_model(folder).is_file() and all(
         (data / f"{name}.npy").is_file() for name in SPLIT_FILES
     )
 
@@ -90,7 +90,7 @@ def latest_run(outputs: Path | None = None) -> Path:
             f"no run with a model and data under {outputs}: run `mnist-lambda run --steps "
             "sample,train` first, or give --run DIR (or --model and --pixels)"
         )
-    return max(runs, key=lambda d: (d / "model" / "model.npz").stat().st_mtime)
+    return max(runs, key=lambda d: run_model(d).stat().st_mtime)
 
 
 def default_out(run_dir: Path | None) -> Path:
@@ -139,7 +139,7 @@ def tune(
     """Sweep ``memory`` (MB) for ``variant_names`` and write ``tune.json`` and ``tune.png`` in
     ``out``; return what tune.json holds.
 
-    The model and rows come from ``run_dir`` (``model/model.npz``, ``rows`` of ``data/X_test``,
+    The model and rows come from ``run_dir`` (its serving model, ``rows`` of ``data/X_test``,
     repeated if there are fewer) unless ``model_path``/``pixels`` are given. Each variant runs on
     its own one-environment stack (``out/stack``, ``out/stack-tutorial``), stopped at the end;
     the tutorial's is swept over ``memory`` plus its own ``tutorial_memory_mb`` (5,000 MB).
@@ -167,9 +167,9 @@ def tune(
     if run is None and (model_path is None or pixels is None):
         run = latest_run()
     if run is not None and not is_run(run):
-        raise TuneError(f"{run} has no model/model.npz and data/ split: run the pipeline first")
+        raise TuneError(f"{run} has no model/ and data/ split: run the pipeline first")
     split = Split.load(run / "data") if run is not None else None
-    model = Path(model_path) if model_path else run / "model" / "model.npz"  # type: ignore[operator]
+    model = Path(model_path) if model_path else run_model(run)  # type: ignore[arg-type]
     source = pixels if pixels is not None else split.X_test  # type: ignore[union-attr]
     chosen = np.ascontiguousarray(rows_for(np.asarray(source), rows), dtype=np.uint8)
     out_dir = Path(out) if out else default_out(run)
@@ -266,10 +266,19 @@ def tune(
 
 
 def _n_neighbors(model: Path) -> int:
-    """The serving model's k: the tutorial's k-NN votes with as many neighbours."""
-    from mnist_serving.model import load
+    """The serving model's k (4, the tutorial's, for a model that is not a k-NN): the
+    tutorial's k-NN votes with as many neighbours."""
+    from mnist_serving.loading import load_model
 
-    return int(load(model).n_neighbors)
+    return int(getattr(load_model(model), "n_neighbors", 4))
+
+
+def run_model(run: Path) -> Path:
+    """The serving model of a run (``model/model.npz`` or ``model/model.onnx``, as its
+    manifest says)."""
+    from mnist_serving.loading import default_model_path
+
+    return default_model_path(run / "model")
 
 
 def _traffic(

@@ -33,7 +33,7 @@ def ours(model_path: Path, pixels: np.ndarray) -> Deployment:
     """Our function (``lambda_app/``) serving ``model_path``; the rows as plain ``.npy``."""
     from mnist_lambda.bench.run import NO_STAGE_THROTTLE
     from mnist_lambda.s3_data import npy_bytes
-    from mnist_serving.model import load
+    from mnist_serving.loading import load_model
 
     pixels = np.ascontiguousarray(pixels, dtype=np.uint8)
     return Deployment(
@@ -41,8 +41,8 @@ def ours(model_path: Path, pixels: np.ndarray) -> Deployment:
         start_kwargs={"model_path": Path(model_path), "extra_args": list(NO_STAGE_THROTTLE)},
         key=f"tune/rows-{len(pixels)}.npy",
         body=npy_bytes(pixels),
-        expected=load(model_path).predict(pixels),
-        description="lambda_app/ with the numpy PCA + k-NN model (.npz), .npy request objects",
+        expected=load_model(Path(model_path)).predict(pixels),
+        description=f"lambda_app/ serving {Path(model_path).name}, .npy request objects",
     )
 
 
