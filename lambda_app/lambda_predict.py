@@ -3,6 +3,8 @@
 The handler reads one object of pixels from an allow-listed S3 location (``.npy``, ``.npz``,
 ``.csv`` or ``.csv.gz``; never pickle), validates it as ``(n, 784)`` uint8 and answers the
 model's labels in row order, with the model's identity and timings in response headers.
+``"return": "probabilities"`` answers ``{"labels", "probabilities", "classes"}`` instead (see
+``mnist_serving.predictions``); an answer over Lambda's 6 MB response limit is a 413.
 
 Configuration (environment, read once at import, as Lambda fixes it per function version):
 
@@ -27,6 +29,7 @@ scikit-learn or scipy, so the image stays small and the cold start short.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import random
@@ -43,10 +46,11 @@ from snapshot_restore_py import register_after_restore, register_before_snapshot
 from mnist_serving import logs, output, payload, request, s3io
 from mnist_serving.allowlist import AllowList
 from mnist_serving.budget import Budget
-from mnist_serving.errors import AppError, DeadlineExceeded
+from mnist_serving.errors import AppError, DeadlineExceeded, ResponseTooLarge
 from mnist_serving.loading import ServingModel, default_model_path
 from mnist_serving.loading import load_model as load
 from mnist_serving.model_info import ModelInfo, describe
+from mnist_serving.predictions import Predictions
 from mnist_serving.responses import error_response, json_response, server_timing
 
 DEFAULT_MODEL_PATH = default_model_path(Path(__file__).resolve().parent / "model")
@@ -55,6 +59,9 @@ PREDICT_SLICE_ROWS = 1024
 """Rows predicted between two checks of the time budget."""
 MIN_PREDICT_MS = 200
 """Time the predict step needs to be worth starting."""
+RESPONSE_LIMIT_BYTES = 6 * 1024 * 1024
+"""Lambda's synchronous response payload limit (6 MB; the response as the runtime sends it, a
+JSON document). Lambda does not deliver a larger one (API Gateway answers 502): 413 instead."""
 
 logs.configure(os.environ.get("LOG_LEVEL"))
 LOGGER = logging.getLogger(f"{logs.LOGGER_NAME}.handler")
@@ -139,12 +146,15 @@ def lambda_handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
     headers = {"X-Request-Id": request_id, **MODEL_INFO.headers()}
     level = logging.INFO
     try:
-        labels, written = _predict_request(event, context, timings, fields)
-        response = json_response(
-            200,
-            labels.tolist() if written is None else written,
-            {**headers, "X-Row-Count": str(len(labels)), "Server-Timing": server_timing(timings)},
-        )
+        predictions, written = _predict_request(event, context, timings, fields)
+        with _timed(timings, "encode"):
+            response = json_response(
+                200,
+                predictions.body() if written is None else written,
+                {**headers, "X-Row-Count": str(len(predictions))},
+            )
+        response["headers"]["Server-Timing"] = server_timing(timings)
+        _check_response_size(response)
     except AppError as exc:
         fields.update(error_code=exc.code, error_message=exc.message)
         level = logging.ERROR if exc.status >= 500 else logging.WARNING
@@ -170,33 +180,44 @@ def lambda_handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
     return response
 
 
-def predict_within_budget(model: ServingModel, pixels: np.ndarray, budget: Budget) -> np.ndarray:
-    """Predict in slices, answering 504 rather than overrunning the invocation's time."""
+def predict_within_budget(
+    model: ServingModel, pixels: np.ndarray, budget: Budget, *, probabilities: bool = False
+) -> np.ndarray:
+    """Predict in slices, answering 504 rather than overrunning the invocation's time.
+
+    Returns the (n,) int64 labels, or with ``probabilities`` the (n, n_classes) float32
+    probabilities (``model.predict_proba``, columns in the order of ``model.classes``).
+    """
     budget.require(MIN_PREDICT_MS, f"predict {len(pixels)} rows")
-    labels = np.empty(len(pixels), dtype=np.int64)
+    if probabilities:
+        step, out = model.predict_proba, np.empty((len(pixels), len(model.classes)), np.float32)
+    else:
+        step, out = model.predict, np.empty(len(pixels), dtype=np.int64)
     for start in range(0, len(pixels), PREDICT_SLICE_ROWS):
         if start and budget.left_ms() <= 0:
             raise DeadlineExceeded(
                 f"ran out of time after predicting {start} of {len(pixels)} rows"
             )
-        labels[start : start + PREDICT_SLICE_ROWS] = model.predict(
-            pixels[start : start + PREDICT_SLICE_ROWS]
-        )
-    return labels
+        out[start : start + PREDICT_SLICE_ROWS] = step(pixels[start : start + PREDICT_SLICE_ROWS])
+    return out
 
 
 def _predict_request(
     event: Any, context: Any, timings: dict[str, float], fields: dict[str, Any]
-) -> tuple[np.ndarray, dict[str, Any] | None]:
-    """The labels, and where they were written when the request has an ``output_key``."""
+) -> tuple[Predictions, dict[str, Any] | None]:
+    """The predictions, and where they were written when the request has an ``output_key``."""
     req = request.parse_event(event)
-    fields.update(bucket=req.bucket, key=req.key)
+    fields.update(bucket=req.bucket, key=req.key, **{"return": req.return_})
     SETTINGS.allowed.check(req.bucket, req.key)
     target = None
     if req.output_key is not None:
         fields["output_key"] = req.output_key
         target = output.check_target(
-            req.bucket, req.output_key, SETTINGS.output_prefix, SETTINGS.allowed
+            req.bucket,
+            req.output_key,
+            SETTINGS.output_prefix,
+            SETTINGS.allowed,
+            probabilities=req.probabilities,
         )
     fmt = payload.format_for_key(req.key)
     budget = Budget(context)
@@ -214,15 +235,32 @@ def _predict_request(
     del data
     fields["rows"] = len(pixels)
     with _timed(timings, "predict"):
-        labels = predict_within_budget(MODEL, pixels, budget)
+        predicted = predict_within_budget(MODEL, pixels, budget, probabilities=req.probabilities)
+    if req.probabilities:
+        predictions = Predictions.from_probabilities(predicted, MODEL.classes)
+    else:
+        predictions = Predictions(predicted)
     if target is None:
-        return labels, None
-    body, content_type = target.encode(labels)
+        return predictions, None
+    body, content_type = target.encode(predictions)
     with _timed(timings, "s3_put"):
         s3io.put_object(
             s3io.get_client(), target.bucket, target.key, body, content_type, budget=budget
         )
-    return labels, target.location(len(labels))
+    return predictions, target.location(len(predictions))
+
+
+def _check_response_size(response: Mapping[str, Any]) -> None:
+    """413 rather than an answer Lambda would not deliver (probabilities of many rows)."""
+    size = len(response["body"])
+    if size > RESPONSE_LIMIT_BYTES // 2:  # else far below: no need to measure the envelope
+        size = len(json.dumps(response))  # as the runtime sends it (ASCII: characters = bytes)
+    if size > RESPONSE_LIMIT_BYTES:
+        raise ResponseTooLarge(
+            f"the answer would be {size:,} bytes, over Lambda's {RESPONSE_LIMIT_BYTES:,}-byte "
+            f"response limit: send fewer rows per request, or write the predictions to S3 "
+            f"with 'output_key'"
+        )
 
 
 @contextmanager

@@ -39,6 +39,16 @@ class ObjectTooLarge(AppError, status=413, code="object_too_large", message="obj
     """413: the object (or its decompressed content) is over MAX_OBJECT_BYTES."""
 
 
+class ResponseTooLarge(
+    AppError,
+    status=413,
+    code="response_too_large",
+    message="the answer is over Lambda's 6 MB response limit: send fewer rows per request, or "
+    "write the predictions to S3 with 'output_key'",
+):
+    """413: the answer (probabilities of many rows) would be over Lambda's response limit."""
+
+
 class UnsupportedFormat(
     AppError, status=415, code="unsupported_format", message="unsupported object format"
 ):

@@ -4,7 +4,8 @@ The model is trained with scikit-learn (see ``mnist_lambda.training``) and expor
 ``.npz`` file of arrays, which loads with ``allow_pickle=False``: loading it runs no code, and
 serving needs numpy alone (no scikit-learn, scipy or pandas in the image, a short cold start).
 Predictions follow ``sklearn.neighbors.KNeighborsClassifier(weights="distance")``: weights are
-1/distance, an exact match (distance 0) takes all the weight, ties go to the smaller label.
+1/distance, an exact match (distance 0) takes all the weight; ``predict_proba`` is the share of
+the weight of each class, ``predict`` the class of the largest share (a tie: the smaller label).
 """
 
 from __future__ import annotations
@@ -56,15 +57,25 @@ class DigitModel:
         return project(pixels, self.mean, self.components)
 
     def predict(self, pixels: np.ndarray) -> np.ndarray:
-        """Predict a label for every row of (n, 784) pixels."""
-        z = self.project(pixels)
-        out = np.empty(z.shape[0], dtype=np.int64)
-        for start in range(0, z.shape[0], CHUNK_ROWS):
-            out[start : start + CHUNK_ROWS] = self._predict_block(z[start : start + CHUNK_ROWS])
-        return self.classes[out]
+        """Predict a label for every row of (n, 784) pixels: the class of the largest
+        probability of :meth:`predict_proba` (a tie: the first column, the smaller label)."""
+        return self.classes[np.argmax(self.predict_proba(pixels), axis=1)]
 
-    def _nearest(self, z: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Indices and squared distances of the k nearest training points of each row.
+    def predict_proba(self, pixels: np.ndarray) -> np.ndarray:
+        """(n, n_classes) float32 class probabilities, columns in the order of ``classes``.
+
+        As ``KNeighborsClassifier(weights="distance").predict_proba``: the k nearest training
+        points vote with weight 1/distance (an exact match, distance 0, takes all the weight,
+        shared with any other exact match), normalised so that every row sums to 1.
+        """
+        z = self.project(pixels)
+        out = np.empty((z.shape[0], self.classes.size), dtype=np.float32)
+        for start in range(0, z.shape[0], CHUNK_ROWS):
+            out[start : start + CHUNK_ROWS] = self._proba_block(z[start : start + CHUNK_ROWS])
+        return out
+
+    def _nearest(self, z: np.ndarray) -> np.ndarray:
+        """Indices of the k nearest training points of each row, (n, k).
 
         Exact, in two stages: the training points are cut into groups of GROUP; the k nearest
         all lie in the k groups with the smallest minimum (any point outside them has at least
@@ -90,23 +101,26 @@ class DigitModel:
         else:
             cols, cand = np.broadcast_to(np.arange(n_train), (n, n_train)), part
         sel = np.argpartition(cand, k - 1, axis=1)[:, :k]
-        d2 = np.take_along_axis(cand, sel, axis=1) + np.einsum("ij,ij->i", z, z)[:, None]
-        np.maximum(d2, 0.0, out=d2)
-        return np.take_along_axis(cols, sel, axis=1), d2
+        return np.take_along_axis(cols, sel, axis=1)
 
-    def _predict_block(self, z: np.ndarray) -> np.ndarray:
-        k = self.n_neighbors
-        idx, d2 = self._nearest(z)
-        dist = np.sqrt(d2).astype(np.float64)
+    def _proba_block(self, z: np.ndarray) -> np.ndarray:
+        idx = self._nearest(z)
+        # The search ranks with float32 |t|^2 - 2 z.t, whose rounding is far larger than the
+        # distance of a query to a training point it duplicates; the k found are measured
+        # again exactly (float64 differences of the float32 coordinates), so that a duplicate
+        # is at distance 0 and weighs as in scikit-learn. k * n_components values a row: cheap.
+        diff = z[:, None, :].astype(np.float64) - self.train_proj[idx]
+        dist = np.sqrt(np.einsum("ijk,ijk->ij", diff, diff))
         with np.errstate(divide="ignore"):
             weights = 1.0 / dist
         exact = np.isinf(weights)
         exact_rows = exact.any(axis=1)
         weights[exact_rows] = exact[exact_rows]
-        votes = np.zeros((z.shape[0], self.classes.size), dtype=np.float64)
-        rows = np.repeat(np.arange(z.shape[0]), k)
-        np.add.at(votes, (rows, self.train_labels[idx].ravel()), weights.ravel())
-        return np.argmax(votes, axis=1)
+        n, n_classes = z.shape[0], self.classes.size
+        cells = (np.arange(n)[:, None] * n_classes + self.train_labels[idx]).ravel()
+        votes = np.bincount(cells, weights=weights.ravel(), minlength=n * n_classes)
+        votes = votes.reshape(n, n_classes)
+        return votes / votes.sum(axis=1, keepdims=True)
 
     def save(self, path: str | Path) -> str:
         """Write the model as an uncompressed ``.npz`` (no pickle); return its sha256."""

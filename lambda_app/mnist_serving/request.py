@@ -2,7 +2,8 @@
 
 The body is JSON ``{"bucket": str, "key": str}`` (base64-encoded when ``isBase64Encoded``).
 Fields are declared once in :data:`FIELDS`; an optional field such as ``output_key`` is added
-there (with a default in :class:`PredictRequest`) without touching the parsing code.
+there (with a default in :class:`PredictRequest`) without touching the parsing code. A JSON name
+that is a Python keyword (``return``) is the attribute of that name with a trailing ``_``.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ import base64
 import binascii
 import ipaddress
 import json
+import keyword
 import re
 import unicodedata
 from collections.abc import Callable, Mapping
@@ -25,6 +27,9 @@ MAX_BODY_BYTES = 16 * 1024
 MAX_KEY_BYTES = 1024
 """S3's limit on a key's UTF-8 length."""
 
+RETURN_VALUES: tuple[str, ...] = ("labels", "probabilities")
+"""What ``"return"`` may ask for; the first is the default (the bare JSON array of labels)."""
+
 _BUCKET_RE = re.compile(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]")
 _RESERVED_BUCKET_PREFIXES = ("xn--", "sthree-")
 
@@ -37,6 +42,12 @@ class PredictRequest:
     key: str
     output_key: str | None = None
     """Write the labels to ``s3://bucket/output_key`` and answer only where they are."""
+    return_: str = RETURN_VALUES[0]
+    """``"return"``: ``"labels"`` or ``"probabilities"`` (labels, probabilities and classes)."""
+
+    @property
+    def probabilities(self) -> bool:
+        return self.return_ == "probabilities"
 
 
 def validate_bucket(value: Any) -> str:
@@ -78,10 +89,22 @@ def validate_key(value: Any, field: str = "key") -> str:
     return value
 
 
+def validate_return(value: Any) -> str:
+    """Return ``value`` if it is one of :data:`RETURN_VALUES`, else raise 400 (the value itself
+    is not echoed: it may be anything up to the body's size)."""
+    allowed = ", ".join(map(repr, RETURN_VALUES))
+    if not isinstance(value, str):
+        raise BadRequest(f"'return' must be a string, one of {allowed}; got {_json_type(value)}")
+    if value not in RETURN_VALUES:
+        raise BadRequest(f"'return' must be one of {allowed}")
+    return value
+
+
 FIELDS: Mapping[str, Callable[[Any], Any]] = {
     "bucket": validate_bucket,
     "key": validate_key,
     "output_key": lambda value: validate_key(value, "output_key"),
+    "return": validate_return,
 }
 """Body fields: name -> validator. Fields without a default in PredictRequest are required."""
 
@@ -102,7 +125,8 @@ def parse_event(event: Any) -> PredictRequest:
     missing = [name for name in required if name not in data]
     if missing:
         raise BadRequest(f"missing field(s): {', '.join(map(repr, missing))}")
-    return PredictRequest(**{name: FIELDS[name](value) for name, value in data.items()})
+    values = {_attribute(name): FIELDS[name](value) for name, value in data.items()}
+    return PredictRequest(**values)
 
 
 def _check_content_type(headers: Any) -> None:
@@ -145,12 +169,19 @@ def _parse_body(body: Any, is_base64: bool) -> dict[str, Any]:
     return data
 
 
+def _attribute(name: str) -> str:
+    """The PredictRequest attribute of a body field (``return`` -> ``return_``)."""
+    return f"{name}_" if keyword.iskeyword(name) else name
+
+
 def _fields_with_defaults() -> frozenset[str]:
-    return frozenset(
+    """The optional body fields (by their JSON names)."""
+    optional = {
         f.name
         for f in fields(PredictRequest)
         if f.default is not MISSING or f.default_factory is not MISSING
-    )
+    }
+    return frozenset(name for name in FIELDS if _attribute(name) in optional)
 
 
 _OPTIONAL_FIELDS = _fields_with_defaults()

@@ -5,6 +5,8 @@ Used by the notebooks, ``predict-batch``, ``bench`` and the tests::
     with Client(url) as client:
         result = client.predict(bucket, key)        # EndpointError unless 200
         result.labels, result.seconds, result.cold, result.predict_ms, result.retries
+        result = client.predict(bucket, key, return_probabilities=True)
+        result.labels, result.probabilities, result.classes   # (n,), (n, 10) float32, (10,)
 
 Retries are urllib3's :class:`~urllib3.util.Retry` mounted on a requests session: 429, 502,
 503 and 504 and connection/read errors, POST included (a predict call is idempotent: the same
@@ -63,6 +65,11 @@ class Result:
     retries: int
     body: Any
     """The JSON body (labels, an ``output_key`` location or an error), None if not JSON."""
+    probabilities: np.ndarray | None = field(default=None, repr=False, compare=False)
+    """``"return": "probabilities"``: (n, n_classes) float32, columns in the order of
+    ``classes`` (rounded by the endpoint to 4 decimals); None for any other answer."""
+    classes: np.ndarray | None = field(default=None, compare=False)
+    """The model's classes (int64) of a probabilities answer; None otherwise."""
     request_id: str | None = None
     model_sha256: str | None = None
     model_version: str | None = None
@@ -91,11 +98,14 @@ class Result:
         cold = h.get("X-Lambda-Emulator-Cold-Start")
         rows = h.get("X-Row-Count")
         timing = h.get("Server-Timing", "")
+        probabilities, classes = _probabilities(body)
         return cls(
             status=response.status_code,
             seconds=seconds,
             retries=len(history),
             body=body,
+            probabilities=probabilities,
+            classes=classes,
             request_id=h.get("X-Request-Id"),
             model_sha256=h.get("X-Model-Sha256"),
             model_version=h.get("X-Model-Version"),
@@ -127,10 +137,12 @@ class Result:
 
     @property
     def labels(self) -> np.ndarray:
-        """The labels of a 200 answer without ``output_key``, as int64."""
-        if not isinstance(self.body, list):
+        """The labels of a 200 answer without ``output_key`` (the bare list, or the ``labels``
+        of a probabilities answer), as int64."""
+        labels = self.body.get("labels") if self.probabilities is not None else self.body
+        if not isinstance(labels, list):
             raise EndpointError(f"not a list of labels: {str(self.body)[:200]}", self)
-        return np.asarray(self.body, dtype=np.int64)
+        return np.asarray(labels, dtype=np.int64)
 
     def timings(self) -> dict[str, Any]:
         """The numbers a benchmark keeps: seconds, cold, init, function and predict ms."""
@@ -141,6 +153,20 @@ class Result:
             "function_ms": self.function_ms,
             "predict_ms": self.predict_ms,
         }
+
+
+def _probabilities(body: Any) -> tuple[np.ndarray | None, np.ndarray | None]:
+    """``probabilities`` and ``classes`` of a probabilities answer, else (None, None)."""
+    if not (isinstance(body, dict) and {"labels", "probabilities", "classes"} <= set(body)):
+        return None, None
+    try:
+        probabilities = np.asarray(body["probabilities"], dtype=np.float32)
+        classes = np.asarray(body["classes"], dtype=np.int64)
+    except (TypeError, ValueError):
+        return None, None
+    if probabilities.ndim != 2 or probabilities.shape[1:] != classes.shape:
+        return None, None
+    return probabilities, classes
 
 
 @dataclass
@@ -247,11 +273,21 @@ class Client:
             self.stats.add([*outcomes, str(result.status)])
         return result
 
-    def predict(self, bucket: str, key: str, output_key: str | None = None) -> Result:
-        """POST ``{"bucket", "key"[, "output_key"]}``; the 200 answer, else EndpointError."""
+    def predict(
+        self,
+        bucket: str,
+        key: str,
+        output_key: str | None = None,
+        return_probabilities: bool = False,
+    ) -> Result:
+        """POST ``{"bucket", "key"[, "output_key"][, "return": "probabilities"]}``; the 200
+        answer, else EndpointError. With ``return_probabilities`` the answer (without
+        ``output_key``) has :attr:`Result.probabilities` and :attr:`Result.classes`."""
         body = {"bucket": bucket, "key": key}
         if output_key is not None:
             body["output_key"] = output_key
+        if return_probabilities:
+            body["return"] = "probabilities"
         result = self.post(body)
         if not result.ok:
             text = result.response.text[:300] if result.response is not None else ""
@@ -269,9 +305,10 @@ def predict(
     key: str,
     *,
     output_key: str | None = None,
+    return_probabilities: bool = False,
     max_attempts: int = DEFAULT_MAX_ATTEMPTS,
     timeout_s: float = DEFAULT_TIMEOUT_S,
 ) -> Result:
     """One call on a fresh connection (the tutorial's client, with retries)."""
     with Client(url, max_attempts=max_attempts, timeout_s=timeout_s, pool_size=1) as client:
-        return client.predict(bucket, key, output_key)
+        return client.predict(bucket, key, output_key, return_probabilities)

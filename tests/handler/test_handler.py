@@ -239,7 +239,7 @@ def test_a_request_logs_one_json_line_with_id_status_rows_timings(handler, s3, d
     assert done[0]["status"] == 200
     assert done[0]["rows"] == len(digits[1])
     assert done[0]["apigw_request_id"] == load_event("predict_npy")["requestContext"]["requestId"]
-    assert set(done[0]["timings_ms"]) == {"s3", "decode", "predict"}
+    assert set(done[0]["timings_ms"]) == {"s3", "decode", "predict", "encode"}
     assert done[0]["level"] == "INFO"
 
 

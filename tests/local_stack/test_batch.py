@@ -23,7 +23,7 @@ from http_stub import closed_port
 from urllib3.util.retry import RequestHistory
 
 from mnist_lambda import aws_limits, batch, cli
-from mnist_lambda.client import DEFAULT_MAX_ATTEMPTS, Client, EndpointError, make_retry
+from mnist_lambda.client import DEFAULT_MAX_ATTEMPTS, Client, EndpointError, Result, make_retry
 from mnist_lambda.local_stack.cfn_template import function_settings
 from mnist_serving.model import load
 
@@ -62,6 +62,16 @@ def test_size_limits():
     assert plan.rows_per_chunk == int((10**10 - 128) * 0.5 / 784)
     # the request body names the chunk, never carries pixels: far below 10 MB whatever the rows
     assert batch.REQUEST_BODY_BYTES * 1000 < aws_limits.API_GATEWAY_PAYLOAD_BYTES
+    # probabilities: at most 74 bytes a row ("7," and "[0.1235,...,0.0001],"), used at half
+    plan = batch.plan_chunks(10**7, fast, max_rows=None, max_object_bytes=10**10,
+                             probabilities=True)  # fmt: skip
+    row = "7," + "[" + ",".join(["0.1235"] * 10) + "],"
+    assert len(row) == batch.JSON_BYTES_PER_PROBABILITY_ROW == 74
+    assert plan.limits_rows["response"] == int(aws_limits.LAMBDA_RESPONSE_BYTES * 0.5 / 74)
+    assert plan.binding == "response"
+    plan = batch.plan_chunks(10**7, fast, max_rows=None, max_object_bytes=10**10,
+                             output_to_s3=True, probabilities=True)  # fmt: skip
+    assert "response" not in plan.limits_rows
 
 
 def test_parallelism_max_rows_and_small_batches():
@@ -237,6 +247,29 @@ def test_headers_are_parsed_once_into_the_result(scripted):
     }
 
 
+def test_probabilities_are_parsed_once_into_the_result():
+    import requests
+
+    def answer(body) -> Result:
+        response = requests.Response()
+        response.status_code, response._content = 200, json.dumps(body).encode()
+        return Result.from_response(response, 0.1)
+
+    got = answer({"labels": [7, 1], "probabilities": [[0.0, 1.0], [0.75, 0.25]],
+                  "classes": [1, 7]})  # fmt: skip
+    assert got.labels.tolist() == [7, 1] and got.classes.tolist() == [1, 7]
+    assert got.probabilities.dtype == np.float32 and got.probabilities.shape == (2, 2)
+    assert got.classes.dtype == np.int64 and got.probabilities[1, 0] == 0.75
+    plain = answer([7, 1])
+    assert plain.labels.tolist() == [7, 1] and plain.probabilities is None is plain.classes
+    location = answer({"bucket": "b", "key": "k.npz", "rows": 2, "format": "npz"})
+    assert location.probabilities is None
+    with pytest.raises(EndpointError, match="not a list of labels"):
+        location.labels  # noqa: B018
+    ragged = answer({"labels": [1], "probabilities": [[0.5], [0.2, 0.8]], "classes": [0, 1]})
+    assert ragged.probabilities is None
+
+
 # --- row order: chunks finish out of order, labels land in place ----------------------------
 
 
@@ -273,7 +306,11 @@ class LabellerHandler(http.server.BaseHTTPRequestHandler):
             raw = self.server.s3.get_object(Bucket=body["bucket"], Key=body["key"])["Body"].read()
             pixels = np.load(io.BytesIO(raw))
             time.sleep(random.uniform(0, 0.05))
-            status, out = 200, json.dumps((pixels[:, 0].astype(int) % 10).tolist()).encode()
+            labels = (pixels[:, 0].astype(int) % 10).tolist()
+            answer = (
+                fake_probabilities(labels) if body.get("return") == "probabilities" else labels
+            )
+            status, out = 200, json.dumps(answer).encode()
         self.send_response(status)
         self.send_header("Content-Length", str(len(out)))
         self.end_headers()
@@ -290,6 +327,14 @@ def labeller(moto_s3) -> Iterator[Labeller]:
     yield server
     server.shutdown()
     server.server_close()
+
+
+def fake_probabilities(labels: list[int]) -> dict:
+    """The fake endpoint's probabilities answer: 0.75 on the label, 0.25 on the next digit."""
+    p = np.zeros((len(labels), 10))
+    p[np.arange(len(labels)), labels] = 0.75
+    p[np.arange(len(labels)), (np.asarray(labels) + 1) % 10] = 0.25
+    return {"labels": labels, "probabilities": p.tolist(), "classes": list(range(10))}
 
 
 def first_pixel_rows(n: int) -> np.ndarray:
@@ -350,6 +395,67 @@ def test_a_failed_batch_resumes_with_only_its_missing_chunks(moto_s3, labeller, 
     # a different chunk size is a different batch: nothing is resumed
     other = batch.run_batch(pixels, **{**kwargs, "rows_per_chunk": 250})
     assert other.run_id != result.run_id and other.resumed_chunks == 0 and other.sent_chunks == 4
+
+
+def test_probabilities_come_back_in_row_order_and_resume(moto_s3, labeller, tmp_path):
+    """return_probabilities: every row's probabilities in place, kept per chunk (.npz) in the
+    progress record; a batch of probabilities is another batch than one of labels."""
+    pixels = first_pixel_rows(1_000)
+    expected = fake_probabilities(((np.arange(1_000) % 256) % 10).tolist())
+    kwargs = {
+        "url": labeller.url,
+        "s3": moto_s3,
+        "bucket": "batch-bucket",
+        "rows_per_chunk": 100,
+        "concurrency": 3,
+        "progress": False,
+        "state_dir": tmp_path,
+        "destination": "out.npz",
+        "return_probabilities": True,
+    }
+    labeller.fail = {2, 5}
+    with pytest.raises(batch.BatchError, match="HTTP 404"):
+        batch.run_batch(pixels, **kwargs)
+    (folder,) = tmp_path.glob(".predict-batch-*")
+    done = {int(i) for i in json.loads((folder / "manifest.json").read_text())["done"]}
+    assert done and not done & {2, 5}
+    assert {p.name for p in folder.glob("chunk-*")} == {f"chunk-{i:05d}.npz" for i in done}
+    labeller.fail, labeller.keys = set(), []
+    result = batch.run_batch(pixels, **kwargs)
+    assert result.resumed_chunks == len(done) and result.sent_chunks == 10 - len(done)
+    np.testing.assert_array_equal(result.labels, expected["labels"])
+    np.testing.assert_array_equal(result.probabilities, np.float32(expected["probabilities"]))
+    assert result.probabilities.dtype == np.float32 and result.classes.tolist() == [*range(10)]
+    assert (
+        result.summary()["return"] == "probabilities" and "probabilities" not in result.summary()
+    )
+    # the same rows for labels only: another run id, nothing resumed, no probabilities
+    labels_only = batch.run_batch(pixels, **{**kwargs, "return_probabilities": False})
+    assert labels_only.run_id != result.run_id and labels_only.resumed_chunks == 0
+    assert labels_only.probabilities is None and labels_only.summary()["return"] == "labels"
+    np.testing.assert_array_equal(labels_only.labels, result.labels)
+
+
+def test_write_predictions_with_probabilities(moto_s3, tmp_path):
+    labels = np.array([1, 0])
+    p = np.array([[0.25, 0.75], [0.6, 0.4]], dtype=np.float32)
+    classes = np.array([3, 7])
+    extra = {"probabilities": p, "classes": classes}
+    batch.write_predictions(labels, str(tmp_path / "p.json"), **extra)
+    assert json.loads((tmp_path / "p.json").read_text()) == {
+        "labels": [1, 0], "probabilities": [[0.25, 0.75], [0.6, 0.4]], "classes": [3, 7]
+    }  # fmt: skip
+    for where in (str(tmp_path / "p.npz"), "s3://batch-bucket/out/p.npz"):
+        batch.write_predictions(labels, where, moto_s3, **extra)
+    raw = moto_s3.get_object(Bucket="batch-bucket", Key="out/p.npz")["Body"].read()
+    for source in (tmp_path / "p.npz", io.BytesIO(raw)):
+        with np.load(source, allow_pickle=False) as data:
+            assert sorted(data.files) == ["classes", "labels", "probabilities"]
+            np.testing.assert_array_equal(data["probabilities"], p)
+            assert data["labels"].tolist() == [1, 0] and data["classes"].tolist() == [3, 7]
+    with pytest.raises(ValueError, match=r"\.json or \.npz"):
+        batch.write_predictions(labels, str(tmp_path / "p.npy"), **extra)
+    assert not (tmp_path / "p.npy").exists()
 
 
 def test_read_source_and_write_predictions(moto_s3, tmp_path):
@@ -441,6 +547,81 @@ def test_output_key_statuses_through_the_local_stack(stack, mnist_xy):
 
 
 @pytest.mark.e2e
+@pytest.mark.parametrize("output_prefix", [None, "predictions/"], ids=["body", "npz"])
+def test_batch_of_probabilities_through_the_local_stack(
+    stack, mnist_xy, small_model_path, tmp_path, output_prefix
+):
+    """--return probabilities on the real stack: labels and probabilities in row order, from
+    the answers (rounded to 4 decimals) or from each chunk's .npz (float32); resumable."""
+    from mnist_lambda import local_stack
+
+    _, info = stack
+    pixels = mnist_xy[0][3_000:4_500]
+    model = load(small_model_path)
+    s3 = local_stack.s3_client(info)
+    kwargs = {
+        "url": info.predict_url,
+        "s3": s3,
+        "bucket": info.bucket,
+        "output_prefix": output_prefix,
+        "rows_per_chunk": 250,
+        "concurrency": 2,
+        "progress": False,
+        "state_dir": tmp_path,
+        "destination": "p.npz",
+        "return_probabilities": True,
+    }
+    result = batch.run_batch(pixels, **kwargs)
+    np.testing.assert_array_equal(result.labels, model.predict(pixels))
+    rounding = 0 if output_prefix else 0.5e-4
+    np.testing.assert_allclose(
+        result.probabilities, model.predict_proba(pixels), rtol=0, atol=rounding + 1e-6
+    )
+    np.testing.assert_array_equal(result.classes, model.classes)
+    p = result.probabilities
+    np.testing.assert_allclose(p.sum(axis=1), 1.0, atol=10 * rounding + 1e-6)
+    np.testing.assert_array_equal(p[np.arange(len(p)), result.labels], p.max(axis=1))
+    assert result.statuses["200"] == 6 and result.resumed_chunks == 0
+    leftovers = [o["Key"] for o in s3.list_objects_v2(Bucket=info.bucket).get("Contents", [])]
+    assert not [k for k in leftovers if result.run_id in k]  # chunks and their .npz deleted
+    # interrupted after all but chunks 1 and 4: run again, only those two are sent
+    (folder,) = tmp_path.glob(".predict-batch-*")
+    manifest = json.loads((folder / "manifest.json").read_text())
+    for index in ("1", "4"):
+        del manifest["done"][index]
+    (folder / "manifest.json").write_text(json.dumps(manifest))
+    again = batch.run_batch(pixels, **kwargs)
+    assert (again.resumed_chunks, again.sent_chunks, again.calls) == (4, 2, 2)
+    np.testing.assert_array_equal(again.labels, result.labels)
+    np.testing.assert_allclose(again.probabilities, result.probabilities, rtol=0, atol=1e-6)
+
+
+@pytest.mark.e2e
+def test_probabilities_from_the_client_through_the_local_stack(stack, mnist_xy, small_model_path):
+    from mnist_lambda import local_stack
+
+    _, info = stack
+    s3 = local_stack.s3_client(info)
+    buf = io.BytesIO()
+    np.save(buf, mnist_xy[0][:20])
+    s3.put_object(Bucket=info.bucket, Key="inputs/twenty.npy", Body=buf.getvalue())
+    model = load(small_model_path)
+    with Client(info.predict_url, max_attempts=1) as client:
+        result = client.predict(info.bucket, "inputs/twenty.npy", return_probabilities=True)
+        plain = client.predict(info.bucket, "inputs/twenty.npy")
+        body = {"bucket": info.bucket, "key": "inputs/twenty.npy", "return": "probabilities"}
+        npy = client.post({**body, "output_key": "predictions/t/p.npy"})
+    assert result.row_count == 20 and plain.probabilities is None
+    np.testing.assert_array_equal(result.labels, plain.labels)
+    np.testing.assert_array_equal(result.labels, model.predict(mnist_xy[0][:20]))
+    np.testing.assert_allclose(
+        result.probabilities, model.predict_proba(mnist_xy[0][:20]), rtol=0, atol=0.5e-4 + 1e-6
+    )
+    assert result.classes.tolist() == list(range(10))
+    assert npy.status == 400 and ".json or .npz" in npy.body["error"]["message"]
+
+
+@pytest.mark.e2e
 def test_predict_batch_cli(stack, mnist_xy, small_model_path, tmp_path, capsys):
     state, _ = stack
     x, _ = mnist_xy
@@ -456,6 +637,30 @@ def test_predict_batch_cli(stack, mnist_xy, small_model_path, tmp_path, capsys):
     assert summary["chunks"] == 4 and summary["rows"] == 1_500
     np.testing.assert_array_equal(np.load(out), load(small_model_path).predict(x[:1_500]))
     assert Path(summary["output"]) == out
+
+
+@pytest.mark.e2e
+def test_predict_batch_cli_with_probabilities(stack, mnist_xy, small_model_path, tmp_path, capsys):
+    state, _ = stack
+    x, _ = mnist_xy
+    source = tmp_path / "in.npy"
+    np.save(source, x[:600])
+    model = load(small_model_path)
+    args = ["predict-batch", str(source), "--local-stack", str(state), "--rows-per-chunk", "300",
+            "-q", "--return", "probabilities"]  # fmt: skip
+    assert cli.main([*args, "-o", str(tmp_path / "p.npy")]) == 2  # refused before any call
+    assert ".json or .npz" in capsys.readouterr().err
+    assert cli.main([*args, "-o", str(tmp_path / "p.npz"), "--output-prefix", "predictions/"]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["return"] == "probabilities" and summary["chunks"] == 2
+    with np.load(tmp_path / "p.npz", allow_pickle=False) as data:
+        np.testing.assert_array_equal(data["labels"], model.predict(x[:600]))
+        np.testing.assert_allclose(data["probabilities"], model.predict_proba(x[:600]), atol=1e-6)
+        np.testing.assert_array_equal(data["classes"], model.classes)
+    assert cli.main([*args, "-o", str(tmp_path / "p.json")]) == 0
+    answer = json.loads((tmp_path / "p.json").read_text())
+    assert answer["labels"] == model.predict(x[:600]).tolist()
+    assert np.shape(answer["probabilities"]) == (600, 10) and answer["classes"] == [*range(10)]
 
 
 # --- a 429 from the API front's stage throttle --------------------------------------------------

@@ -153,14 +153,15 @@ def test_parse_event_survives_any_event(event: Any) -> None:
 @given(
     bucket=st.from_regex(REQUEST_SCHEMA["properties"]["bucket"]["pattern"]),
     key=st.from_regex(REQUEST_SCHEMA["properties"]["key"]["pattern"]),
+    returned=st.one_of(st.none(), st.sampled_from(REQUEST_SCHEMA["properties"]["return"]["enum"])),
 )
 def test_schema_valid_bodies_are_accepted_or_refused_for_a_documented_reason(
-    bucket: str, key: str
+    bucket: str, key: str, returned: str | None
 ) -> None:
     """What the schema lets through, the handler accepts unless a rule JSON Schema cannot say
     (dot segments, IP-address buckets, reserved prefixes, 1024 UTF-8 bytes) applies."""
     count("schema_agreement_examples")
-    body = {"bucket": bucket, "key": key}
+    body = {"bucket": bucket, "key": key, **({} if returned is None else {"return": returned})}
     if not SCHEMA_VALIDATOR.is_valid(body):
         return
     try:
@@ -305,8 +306,9 @@ def test_schemathesis_against_the_running_stack(stack, rows, small_model_path, m
     checks = [*CHECKS, negative_data_rejection] if mode == GenerationMode.NEGATIVE else CHECKS
     # Some cases use the stack's own bucket and allowed prefix, so positive cases also reach S3.
     allowed = st.builds(
-        lambda key: {"bucket": stack.bucket, "key": PREFIX + key},
+        lambda key, returned: {"bucket": stack.bucket, "key": PREFIX + key, **returned},
         st.from_regex(r"[a-z0-9/._-]{1,30}\.(npy|npz|csv|csv\.gz)", fullmatch=True),
+        st.sampled_from([{}, {"return": "labels"}, {"return": "probabilities"}]),
     )
 
     @settings(

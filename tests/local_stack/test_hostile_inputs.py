@@ -172,6 +172,25 @@ GATEWAY_REFUSED = {
     "deeply-nested": b'{"bucket": ' + b"[" * 100_000 + b"]" * 100_000 + b', "key": "k"}',
     "duplicate-keys-bad-last": b'{"bucket": "mnist-lambda-local", "key": "inputs/digits.npy", '
     b'"key": 5}',
+    # "return" is an enum in the schema: any other value never reaches the function (which
+    # refuses it as well, with a 400 naming the allowed values: tests/handler)
+    **{
+        f"return-{name}": json.dumps(
+            {"bucket": "mnist-lambda-local", "key": "inputs/digits.npy", "return": value}
+        ).encode()
+        for name, value in {
+            "unknown": "proba",
+            "uppercase": "Probabilities",
+            "padded": " probabilities",
+            "empty": "",
+            "number": 1,
+            "true": True,
+            "null": None,
+            "array": ["probabilities"],
+            "object": {"probabilities": True},
+            "huge": "probabilities" * 80_000,  # ~1 MB, under API Gateway's 10 MB
+        }.items()
+    },
 }
 
 
@@ -287,6 +306,58 @@ def test_json_content_type_variants_are_accepted(stack, expected) -> None:
         resp = post_raw(stack, body_of(stack, key="inputs/digits.npy"), content_type)
         assert resp.status_code == 200, (content_type, resp.text)
         assert resp.json() == expected
+
+
+# --- "return": "probabilities" -----------------------------------------------------------------
+
+
+def test_probabilities_answer_through_the_api(stack, expected, small_model_path) -> None:
+    from mnist_serving.model import load
+
+    body = body_of(stack, **{"return": "probabilities"})
+    resp = post_raw(stack, body)
+    answer = assert_answer(resp, 200, sent=body.decode())
+    assert list(answer) == ["labels", "probabilities", "classes"]
+    assert answer["labels"] == expected and answer["classes"] == list(range(10))
+    assert resp.headers["X-Row-Count"] == str(len(expected))
+    p = np.asarray(answer["probabilities"])
+    assert p.shape == (len(expected), 10) and ((p >= 0) & (p <= 1)).all()
+    np.testing.assert_allclose(p.sum(axis=1), 1.0, atol=10 * 0.5e-4)  # rounded to 4 decimals
+    np.testing.assert_array_equal(p[np.arange(len(p)), answer["labels"]], p.max(axis=1))
+    model = load(small_model_path)
+    assert np.abs(p - model.predict_proba(model_rows(stack))).max() <= 0.5e-4 + 1e-6
+    labels = assert_answer(post_raw(stack, body_of(stack, **{"return": "labels"})), 200)
+    assert labels == expected
+
+
+def model_rows(info: local_stack.StackInfo) -> np.ndarray:
+    """The rows of inputs/digits.npy, read back from the stack's S3."""
+    raw = local_stack.s3_client(info).get_object(Bucket=info.bucket, Key=PREFIX + "digits.npy")
+    return np.load(io.BytesIO(raw["Body"].read()), allow_pickle=False)
+
+
+@pytest.mark.parametrize(
+    ("output_key", "status", "code"),
+    [("predictions/hostile/p.npy", 400, "bad_request"),  # .npy cannot hold probabilities
+     ("predictions/hostile/p.csv", 400, "bad_request"),
+     ("inputs/overwrite.npz", 403, "forbidden"),
+     ("predictions/hostile/../../inputs/x.npz", 400, "bad_request")],
+)  # fmt: skip
+def test_probabilities_with_a_bad_output_key(stack, output_key, status, code) -> None:
+    body = body_of(stack, output_key=output_key, **{"return": "probabilities"})
+    assert_answer(post_raw(stack, body), status, code=code, sent=body.decode())
+
+
+def test_probabilities_written_as_npz(stack, expected) -> None:
+    key = "predictions/hostile/p.npz"
+    body = body_of(stack, output_key=key, **{"return": "probabilities"})
+    where = assert_answer(post_raw(stack, body), 200, sent=body.decode())
+    assert where == {"bucket": stack.bucket, "key": key, "rows": len(expected), "format": "npz"}
+    raw = local_stack.s3_client(stack).get_object(Bucket=stack.bucket, Key=key)["Body"].read()
+    with np.load(io.BytesIO(raw), allow_pickle=False) as data:
+        assert data["labels"].tolist() == expected
+        assert data["probabilities"].shape == (len(expected), 10)
+        np.testing.assert_allclose(data["probabilities"].sum(axis=1), 1.0, atol=1e-6)
 
 
 # --- afterwards: still correct ----------------------------------------------------------------

@@ -71,7 +71,7 @@ def test_body_validation_is_on(spec, operation) -> None:
 def test_request_schema_has_the_handlers_limits(request_schema) -> None:
     assert request_schema["type"] == "object"
     assert request_schema["additionalProperties"] is False
-    optional = {"output_key"}
+    optional = {"output_key", "return"}
     assert set(request_schema["properties"]) >= set(request.FIELDS)
     assert set(request_schema["properties"]) - set(request.FIELDS) <= optional
     required = {n for n in request.FIELDS if n not in request._OPTIONAL_FIELDS}
@@ -84,6 +84,8 @@ def test_request_schema_has_the_handlers_limits(request_schema) -> None:
     assert request_schema["properties"]["output_key"] == key | {
         "description": request_schema["properties"]["output_key"]["description"]
     }
+    returned = request_schema["properties"]["return"]
+    assert returned["type"] == "string" and tuple(returned["enum"]) == request.RETURN_VALUES
 
 
 def test_every_status_a_caller_can_see_is_documented(operation) -> None:
@@ -124,6 +126,44 @@ def test_predictions_schema(spec) -> None:
     assert validator.is_valid([0, 9, 3])
     assert not validator.is_valid([10]) and not validator.is_valid([-1])
     assert not validator.is_valid(["1"]) and not validator.is_valid({"0": 1})
+
+
+def test_the_200_answer_is_labels_probabilities_or_a_location() -> None:
+    labels = [7, 2, 1]
+    probabilities = {
+        "labels": [7, 2],
+        "probabilities": [[0, 0, 0, 0, 0, 0, 0, 1.0, 0, 0], [0.1, 0.0, 0.9] + [0.0] * 7],
+        "classes": list(range(10)),
+    }
+    location = {"bucket": "b", "key": "predictions/x.npz", "rows": 3, "format": "npz"}
+    for body in (labels, probabilities, location):
+        check_documented(200, body)
+    for bad in (
+        {**probabilities, "extra": 1},
+        {k: v for k, v in probabilities.items() if k != "classes"},
+        {**probabilities, "probabilities": [[1.5]]},
+        {**probabilities, "probabilities": [["0.5"]]},
+        {**probabilities, "classes": [1, 1]},
+        {**location, "format": "pkl"},
+        {**location, "rows": 0},
+        {"labels": [1]},
+    ):
+        with pytest.raises(AssertionError, match="does not match its schema"):
+            check_documented(200, bad)
+
+
+def test_the_handlers_probabilities_answer_matches_the_schema() -> None:
+    import numpy as np
+
+    from mnist_serving.predictions import Predictions
+
+    p = np.array([[0.25, 0.75] + [0.0] * 8, [1 / 3, 1 / 3, 1 / 3] + [0.0] * 7], np.float32)
+    answer = Predictions.from_probabilities(p, np.arange(10)).body()
+    check_documented(200, answer)
+    assert answer["labels"] == [1, 0]  # a tie goes to the first column
+    assert answer["probabilities"][1][:3] == [0.3333] * 3 and answer["classes"] == [*range(10)]
+    json_row = json.dumps(answer["probabilities"][0], separators=(",", ":"))
+    assert json_row == "[0.25,0.75,0.0,0.0,0.0,0.0,0.0,0.0,0.0,0.0]"
 
 
 def test_what_the_handler_accepts_the_schema_accepts(request_schema) -> None:
@@ -172,6 +212,16 @@ GOOD = b'{"bucket": "my-bucket", "key": "inputs/x.npy"}'
         (None, b"not json", False),
         (None, b'{"bucket": "my-bucket", "key": "k", "x": 1}', False),
         (None, b'{"bucket": "my-bucket", "key": "k", "output_key": "out/p.json"}', True),
+        (None, b'{"bucket": "my-bucket", "key": "k", "return": "probabilities"}', True),
+        (None, b'{"bucket": "my-bucket", "key": "k", "return": "labels"}', True),
+        (None, b'{"bucket": "my-bucket", "key": "k", "return": "Probabilities"}', False),
+        (None, b'{"bucket": "my-bucket", "key": "k", "return": "proba"}', False),
+        (None, b'{"bucket": "my-bucket", "key": "k", "return": ""}', False),
+        (None, b'{"bucket": "my-bucket", "key": "k", "return": 1}', False),
+        (None, b'{"bucket": "my-bucket", "key": "k", "return": null}', False),
+        (None, b'{"bucket": "my-bucket", "key": "k", "return": true}', False),
+        (None, b'{"bucket": "my-bucket", "key": "k", "return": ["probabilities"]}', False),
+        (None, b'{"bucket": "my-bucket", "key": "k", "return": "' + b"p" * 100_000 + b'"}', False),
         (None, b'{"bucket": "my-bucket", "key": "k\\n"}', False),
         (None, b'{"bucket": "my-bucket\\n", "key": "k"}', False),
         (None, b'{"bucket": "my-bucket", "key": "/k"}', False),

@@ -15,17 +15,26 @@ well inside all of them:
 4. keep every answered chunk in a progress record (:mod:`.progress`), so that an interrupted
    batch run again with the same arguments sends only the chunks still missing;
 5. write one predictions file whose row ``i`` is the label of input row ``i`` (:mod:`.command`
-   is ``mnist-lambda predict-batch``).
+   is ``mnist-lambda predict-batch``); with ``--return probabilities``
+   (``run_batch(..., return_probabilities=True)``) the file also holds every row's class
+   probabilities and the classes (a ``.json`` object or an ``.npz`` of arrays).
 
 Lambda's own concurrency is the scale-out engine: each concurrent call gets its own execution
 environment. Locally, ``mnist-lambda serve --instances N`` stands in for it.
 """
 
 from mnist_lambda.batch.command import add_arguments, main
-from mnist_lambda.batch.files import load_npy, parse_s3_url, read_source, write_predictions
+from mnist_lambda.batch.files import (
+    check_destination,
+    load_npy,
+    parse_s3_url,
+    read_source,
+    write_predictions,
+)
 from mnist_lambda.batch.plan import (
     DEFAULT_MAX_ROWS,
     JSON_BYTES_PER_LABEL,
+    JSON_BYTES_PER_PROBABILITY_ROW,
     NPY_HEADER_BYTES,
     REQUEST_BODY_BYTES,
     SIZE_SAFETY,
@@ -39,6 +48,7 @@ from mnist_lambda.batch.run import BatchError, BatchResult, measure_throughput, 
 __all__ = [
     "DEFAULT_MAX_ROWS",
     "JSON_BYTES_PER_LABEL",
+    "JSON_BYTES_PER_PROBABILITY_ROW",
     "NPY_HEADER_BYTES",
     "REQUEST_BODY_BYTES",
     "SIZE_SAFETY",
@@ -49,6 +59,7 @@ __all__ = [
     "Progress",
     "add_arguments",
     "batch_identity",
+    "check_destination",
     "load_npy",
     "main",
     "measure_throughput",

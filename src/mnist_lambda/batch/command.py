@@ -8,7 +8,12 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from mnist_lambda.batch.files import parse_s3_url, read_source, write_predictions
+from mnist_lambda.batch.files import (
+    check_destination,
+    parse_s3_url,
+    read_source,
+    write_predictions,
+)
 from mnist_lambda.batch.run import BatchError, run_batch
 from mnist_lambda.client import DEFAULT_MAX_ATTEMPTS
 
@@ -17,6 +22,7 @@ EXAMPLES = """examples:
   mnist-lambda predict-batch s3://my-bucket/inputs/big.npy -o labels.npy   # the local stack's URL
   mnist-lambda predict-batch digits.npy -o labels.json --url https://.../dev/predict \\
       --output-prefix predictions/ --concurrency 8
+  mnist-lambda predict-batch s3://my-bucket/inputs/big.npy -o scores.npz --return probabilities
   (interrupted? run the same command again: answered chunks are not sent again)
 """
 
@@ -32,7 +38,16 @@ def add_arguments(p: Any) -> None:
         "--output",
         "-o",
         required=True,
-        help="predictions file (.npy or .json; local path or s3://)",
+        help="predictions file (.npy or .json; with --return probabilities .json or .npz; "
+        "local path or s3://)",
+    )
+    p.add_argument(
+        "--return",
+        dest="returned",
+        choices=("labels", "probabilities"),
+        default="labels",
+        help="labels (default), or probabilities: the probability of every class as well, in "
+        "the output as 'probabilities' and 'classes' (a .json object or .npz arrays)",
     )
     p.add_argument("--url", help="the POST /predict URL (default: the local stack's)")
     p.add_argument(
@@ -88,6 +103,12 @@ def main(args: Any) -> int:
     import boto3
     from botocore.exceptions import BotoCoreError, ClientError
 
+    probabilities = getattr(args, "returned", "labels") == "probabilities"
+    try:
+        check_destination(args.output, probabilities)
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     url = args.url
     if args.local_stack is not None:
         from mnist_lambda import local_stack
@@ -135,8 +156,15 @@ def main(args: Any) -> int:
             keep_chunks=args.keep_chunks,
             state_dir=state_dir,
             destination=args.output,
+            return_probabilities=probabilities,
         )
-        result.output = write_predictions(result.labels, args.output, s3)
+        result.output = write_predictions(
+            result.labels,
+            args.output,
+            s3,
+            probabilities=result.probabilities,
+            classes=result.classes,
+        )
     except (BatchError, BotoCoreError, ClientError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         print("run the same command again to resume: answered chunks are kept", file=sys.stderr)

@@ -10,7 +10,11 @@ from typing import Any
 import numpy as np
 
 from mnist_lambda import record
+from mnist_serving.predictions import Predictions
 from mnist_serving.schema import N_PIXELS
+
+PROBABILITY_SUFFIXES = (".json", ".npz")
+"""Output files that can hold probabilities as well as labels."""
 
 
 def parse_s3_url(url: str) -> tuple[str, str]:
@@ -49,24 +53,46 @@ def read_source(source: str, s3: Any = None) -> tuple[np.ndarray, list[str]]:
     return np.concatenate(parts), keys
 
 
-def write_predictions(labels: np.ndarray, destination: str, s3: Any = None) -> str:
+def check_destination(destination: str, probabilities: bool) -> None:
+    """Raise ValueError if ``destination`` cannot hold what the batch returns: probabilities
+    go to ``.json`` or ``.npz`` (a ``.npy`` holds one array, the labels)."""
+    if probabilities and not destination.endswith(PROBABILITY_SUFFIXES):
+        raise ValueError(
+            f"{destination}: probabilities are written to a .json or .npz file (.npy holds the "
+            f"labels only)"
+        )
+
+
+def write_predictions(
+    labels: np.ndarray,
+    destination: str,
+    s3: Any = None,
+    *,
+    probabilities: np.ndarray | None = None,
+    classes: np.ndarray | None = None,
+) -> str:
     """Write the labels as ``.npy`` (int64) or ``.json`` to a local path (atomically) or an
-    ``s3://`` URL (one PUT)."""
-    labels = np.asarray(labels, dtype=np.int64)
-    text = json.dumps(labels.tolist(), separators=(",", ":"))
-    as_json = destination.endswith(".json")
-    if not destination.startswith("s3://"):
-        if as_json:
-            record.atomic_write_text(destination, text)
-        else:
-            record.atomic_save_npy(destination, labels)
-        return destination
-    if as_json:
-        data = text.encode()
+    ``s3://`` URL (one PUT).
+
+    With ``probabilities`` (and ``classes``): ``.json`` holds the endpoint's answer object
+    ``{"labels", "probabilities", "classes"}`` (probabilities rounded to 4 decimals), ``.npz``
+    the arrays ``labels``, ``probabilities`` (float32) and ``classes`` (``np.savez``, no pickle).
+    """
+    check_destination(destination, probabilities is not None)
+    if probabilities is not None and classes is None:
+        raise ValueError("probabilities need their classes")
+    predictions = Predictions(np.asarray(labels, dtype=np.int64), probabilities, classes)
+    buf = io.BytesIO()
+    if destination.endswith(".json"):
+        buf.write(json.dumps(predictions.body(), separators=(",", ":")).encode())
+    elif probabilities is not None:
+        np.savez(buf, **predictions.arrays())
     else:
-        buf = io.BytesIO()
-        np.save(buf, labels, allow_pickle=False)
-        data = buf.getvalue()
+        np.save(buf, predictions.labels, allow_pickle=False)
+    if not destination.startswith("s3://"):
+        with record.atomic_path(destination) as tmp:
+            tmp.write_bytes(buf.getvalue())
+        return destination
     bucket, key = parse_s3_url(destination)
-    s3.put_object(Bucket=bucket, Key=key, Body=data)
+    s3.put_object(Bucket=bucket, Key=key, Body=buf.getvalue())
     return destination

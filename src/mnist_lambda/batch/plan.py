@@ -10,11 +10,17 @@ from mnist_lambda.aws_limits import (
     API_GATEWAY_TIMEOUT_S,
     LAMBDA_RESPONSE_BYTES,
 )
-from mnist_serving.schema import N_PIXELS
+from mnist_serving.predictions import MAX_JSON_BYTES_PER_VALUE
+from mnist_serving.schema import N_CLASSES, N_PIXELS
 
 NPY_HEADER_BYTES = 128
 JSON_BYTES_PER_LABEL = 2
 """A label in the 200 answer is one digit and a comma: ``[7,2,1,...]``."""
+JSON_BYTES_PER_PROBABILITY_ROW = (
+    JSON_BYTES_PER_LABEL + N_CLASSES * (MAX_JSON_BYTES_PER_VALUE + 1) + 2
+)
+"""A row of ``"return": "probabilities"`` at most: its label, and ``[0.1235,...],`` (10 values
+of at most 6 characters, rounded to 4 decimals, and their commas): 74 bytes."""
 REQUEST_BODY_BYTES = 1024 + 2 * 1024
 """Upper bound of ``{"bucket", "key", "output_key"}``: two keys of at most 1,024 bytes each."""
 TIME_SAFETY = 0.25
@@ -66,6 +72,7 @@ def plan_chunks(
     *,
     concurrency: int = 1,
     output_to_s3: bool = False,
+    probabilities: bool = False,
     time_limit_s: float | None = None,
     max_object_bytes: int | None = None,
     max_rows: int | None = DEFAULT_MAX_ROWS,
@@ -79,8 +86,9 @@ def plan_chunks(
 
     * time: ``rows_per_second * min(function timeout, API Gateway timeout) * time_safety``
       (rows_per_second is measured end to end, S3 read included);
-    * response (Lambda's 6 MB): 2 bytes per label in the JSON list, times ``size_safety``;
-      with ``output_to_s3`` the answer is a ~100-byte location whatever the rows, so no limit;
+    * response (Lambda's 6 MB): 2 bytes per label in the JSON list (74 per row with
+      ``probabilities``), times ``size_safety``; with ``output_to_s3`` the answer is a
+      ~100-byte location whatever the rows, so no limit;
     * request (API Gateway's 10 MB): the body names the chunk (at most ~3 KB) and never carries
       pixels, so it never limits the rows; it is checked, not solved for;
     * object: the function reads at most ``max_object_bytes``: ``(limit - 128) / 784`` rows of
@@ -104,7 +112,8 @@ def plan_chunks(
         seconds = min(time_limit_s, API_GATEWAY_TIMEOUT_S) * time_safety
         limits["time"] = max(1, int(rows_per_second * seconds))
     if not output_to_s3:
-        limits["response"] = int(LAMBDA_RESPONSE_BYTES * size_safety / JSON_BYTES_PER_LABEL)
+        per_row = JSON_BYTES_PER_PROBABILITY_ROW if probabilities else JSON_BYTES_PER_LABEL
+        limits["response"] = int(LAMBDA_RESPONSE_BYTES * size_safety / per_row)
     limits["object"] = max(1, int((max_object_bytes - NPY_HEADER_BYTES) * size_safety / N_PIXELS))
     if max_rows:
         limits["max_rows"] = max_rows

@@ -2,11 +2,13 @@
 
 A batch is identified by its run id, a hash of what decides its answers and its chunks: the
 input rows (sha256 of the pixels), their count, the chunk size asked for (or ``auto``), the
-``output_prefix`` and the destination. Its record is a folder::
+``output_prefix``, the destination and (when asked for) ``"return": "probabilities"``. Its
+record is a folder::
 
     <state>/.predict-batch-<run id>/
         manifest.json        # identity, the chunk plan, answered chunks, one entry per attempt
         chunk-00000.npy ...  # the labels of every answered chunk
+        chunk-00000.npz ...  # with probabilities: labels, probabilities, classes (np.savez)
 
 A chunk's labels are written (atomically) before the manifest that lists it (also atomically),
 so a process killed anywhere leaves a record whose every listed chunk is complete; a restart
@@ -20,6 +22,7 @@ import hashlib
 import json
 import shutil
 import threading
+import zipfile
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -28,6 +31,7 @@ import numpy as np
 
 from mnist_lambda import record
 from mnist_lambda.batch.plan import ChunkPlan
+from mnist_serving.predictions import Predictions
 
 RECORD_VERSION = 1
 MANIFEST = "manifest.json"
@@ -46,8 +50,10 @@ def batch_identity(
     rows_per_chunk: int | None = None,
     output_prefix: str | None = None,
     destination: str | None = None,
+    probabilities: bool = False,
 ) -> tuple[str, dict[str, Any]]:
-    """The deterministic run id of a batch, and what it was derived from."""
+    """The deterministic run id of a batch, and what it was derived from (a batch of labels
+    keeps the run id it had before probabilities existed)."""
     identity = {
         "version": RECORD_VERSION,
         "input_sha256": input_digest(pixels),
@@ -56,6 +62,8 @@ def batch_identity(
         "output_prefix": output_prefix,
         "destination": destination,
     }
+    if probabilities:
+        identity["return"] = "probabilities"
     blob = json.dumps(identity, sort_keys=True).encode()
     return "b" + hashlib.sha256(blob).hexdigest()[:16], identity
 
@@ -70,6 +78,7 @@ class Progress:
     def __init__(self, folder: str | Path, run_id: str, identity: dict[str, Any]) -> None:
         self.folder = Path(folder)
         self.run_id = run_id
+        self.probabilities = identity.get("return") == "probabilities"
         self._lock = threading.Lock()
         existing = record.read_json(self.folder / MANIFEST)
         if existing.get("identity") == identity and existing.get("run_id") == run_id:
@@ -94,16 +103,15 @@ class Progress:
     def model_sha256(self) -> str | None:
         return self.manifest["model_sha256"]
 
-    def begin(self, plan: ChunkPlan) -> dict[int, np.ndarray]:
-        """Start an attempt with ``plan``; the labels of the chunks answered before it."""
-        answered: dict[int, np.ndarray] = {}
+    def begin(self, plan: ChunkPlan) -> dict[int, Predictions]:
+        """Start an attempt with ``plan``; the answers of the chunks answered before it."""
+        answered: dict[int, Predictions] = {}
         bounds = plan.bounds()
         for index in sorted(int(i) for i in self.manifest["done"]):
-            path = self.chunk_path(index)
             start, stop = bounds[index]
-            labels = np.load(path, allow_pickle=False) if path.exists() else None
-            if labels is not None and labels.shape == (stop - start,):
-                answered[index] = labels
+            got = self._load(index)
+            if got is not None and got.labels.shape == (stop - start,):
+                answered[index] = got
             else:  # listed but missing or wrong (edited by hand?): send it again
                 del self.manifest["done"][str(index)]
         with self._lock:
@@ -114,22 +122,42 @@ class Progress:
         return answered
 
     def chunk_path(self, index: int) -> Path:
-        return self.folder / f"chunk-{index:05d}.npy"
+        return self.folder / f"chunk-{index:05d}.{'npz' if self.probabilities else 'npy'}"
+
+    def _load(self, index: int) -> Predictions | None:
+        """A kept chunk, or None if it is missing or unreadable."""
+        path = self.chunk_path(index)
+        try:
+            if not self.probabilities:
+                return Predictions(np.load(path, allow_pickle=False).astype(np.int64))
+            with np.load(path, allow_pickle=False) as data:
+                got = Predictions(data["labels"], data["probabilities"], data["classes"])
+        except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile):
+            return None
+        if got.probabilities.shape != (len(got.labels), len(got.classes)):
+            return None
+        return got
 
     def record(
         self,
         index: int,
-        labels: np.ndarray,
+        answer: Predictions,
         *,
         model_sha256: str | None,
         request_id: str | None,
         calls: int,
         retries: int,
     ) -> None:
-        """Keep an answered chunk: its labels first, then the manifest listing it."""
-        record.atomic_save_npy(self.chunk_path(index), np.asarray(labels, dtype=np.int64))
+        """Keep an answered chunk: its labels (and probabilities) first, then the manifest
+        listing it."""
+        if self.probabilities:
+            with record.atomic_path(self.chunk_path(index)) as tmp, open(tmp, "wb") as fh:
+                np.savez(fh, **answer.arrays())
+        else:
+            labels = np.asarray(answer.labels, dtype=np.int64)
+            record.atomic_save_npy(self.chunk_path(index), labels)
         with self._lock:
-            entry = {"rows": len(labels), "request_id": request_id}
+            entry = {"rows": len(answer.labels), "request_id": request_id}
             self.manifest["done"][str(index)] = entry
             if model_sha256 and not self.manifest["model_sha256"]:
                 self.manifest["model_sha256"] = model_sha256

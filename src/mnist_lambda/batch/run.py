@@ -2,6 +2,10 @@
 
 With a ``state_dir`` it is resumable (:mod:`mnist_lambda.batch.progress`): every answered
 chunk is kept, and the same batch started again sends only the chunks still missing.
+
+With ``return_probabilities`` every call asks ``"return": "probabilities"``: the probabilities
+come back in row order too, from each chunk's ``.npz`` (``output_key``, float32 as the model
+computed them) or from the answer (rounded by the endpoint to 4 decimals).
 """
 
 from __future__ import annotations
@@ -19,7 +23,8 @@ import numpy as np
 
 from mnist_lambda.batch.plan import ChunkPlan, plan_chunks
 from mnist_lambda.batch.progress import Progress, batch_identity
-from mnist_lambda.client import DEFAULT_MAX_ATTEMPTS, Client, EndpointError
+from mnist_lambda.client import DEFAULT_MAX_ATTEMPTS, Client, EndpointError, Result
+from mnist_serving.predictions import Predictions
 from mnist_serving.schema import N_PIXELS
 
 
@@ -52,10 +57,21 @@ class BatchResult:
     sent_chunks: int = 0
     state: str | None = None
     """The progress record's folder (None when the batch is not resumable)."""
+    probabilities: np.ndarray | None = field(default=None, repr=False)
+    """With ``return_probabilities``: (rows, n_classes) float32, row ``i`` of the input's."""
+    classes: np.ndarray | None = field(default=None, repr=False)
+    """With ``return_probabilities``: the model's classes, the columns of ``probabilities``."""
+
+    @property
+    def predictions(self) -> Predictions:
+        """Labels (and probabilities, classes) as one value, what the output file holds."""
+        return Predictions(self.labels, self.probabilities, self.classes)
 
     def summary(self) -> dict[str, Any]:
         data = asdict(self)
-        data.pop("labels")
+        for name in ("labels", "probabilities", "classes"):
+            data.pop(name)
+        data["return"] = "labels" if self.probabilities is None else "probabilities"
         return data
 
 
@@ -100,6 +116,7 @@ def run_batch(
     client: Client | None = None,
     state_dir: str | Path | None = None,
     destination: str | None = None,
+    return_probabilities: bool = False,
 ) -> BatchResult:
     """Predict every row of ``pixels`` through the endpoint; labels come back in row order.
 
@@ -109,6 +126,8 @@ def run_batch(
     ``state_dir`` the batch is resumable: its record is ``state_dir/.predict-batch-<run id>``
     (the run id is derived from the rows, the chunk size asked for, ``output_prefix`` and
     ``destination``), and an interrupted batch started again sends only its missing chunks.
+    With ``return_probabilities`` the result also has ``probabilities`` and ``classes`` (each
+    call asks ``"return": "probabilities"``; with ``output_prefix`` each chunk is an ``.npz``).
     """
     from tqdm.auto import tqdm
 
@@ -125,6 +144,7 @@ def run_batch(
             rows_per_chunk=rows_per_chunk,
             output_prefix=output_prefix,
             destination=destination,
+            probabilities=return_probabilities,
         )
         record = Progress(Path(state_dir) / f".predict-batch-{run_id}", run_id, identity)
     else:
@@ -143,15 +163,43 @@ def run_batch(
                 rows_per_second,
                 concurrency=concurrency,
                 output_to_s3=output_prefix is not None,
+                probabilities=return_probabilities,
             )
         bounds = plan.bounds()
         labels = np.full(len(pixels), -1, dtype=np.int64)
+        lock = threading.Lock()
+        collected: dict[str, np.ndarray] = {}  # probabilities and classes, once known
+
+        def keep(index: int, got: Predictions) -> None:
+            """Put a chunk's answer in place (checked against its rows and the classes)."""
+            start, stop = bounds[index]
+            if got.labels.shape != (stop - start,):
+                raise BatchError(
+                    f"chunk {index}: {got.labels.shape[0]} labels for {stop - start} rows"
+                )
+            labels[start:stop] = got.labels
+            if not return_probabilities:
+                return
+            if got.probabilities is None or got.classes is None:
+                raise BatchError(f"chunk {index}: the answer has no probabilities")
+            if got.probabilities.shape != (stop - start, len(got.classes)):
+                raise BatchError(
+                    f"chunk {index}: probabilities of shape {got.probabilities.shape}"
+                )
+            with lock:
+                if "classes" not in collected:
+                    collected["classes"] = np.asarray(got.classes, dtype=np.int64)
+                    shape = (len(pixels), len(got.classes))
+                    collected["probabilities"] = np.full(shape, np.nan, dtype=np.float32)
+                elif not np.array_equal(collected["classes"], got.classes):
+                    raise BatchError(f"chunk {index}: classes {got.classes.tolist()} differ")
+                collected["probabilities"][start:stop] = got.probabilities
+
         answered = record.begin(plan) if record else {}
         for index, got in answered.items():
-            labels[slice(*bounds[index])] = got
+            keep(index, got)
         todo = [i for i in range(len(bounds)) if i not in answered]
         base = (client.stats.calls, client.stats.retries, dict(client.stats.statuses))
-        lock = threading.Lock()
         model = {"sha256": record.model_sha256 if record else None}
 
         def same_model(sha256: str | None) -> None:
@@ -170,20 +218,19 @@ def run_batch(
             s3.put_object(Bucket=bucket, Key=key, Body=_npy(pixels[start:stop]))
             output_key = None
             if output_prefix is not None:
-                output_key = f"{output_prefix}{run_id}/chunk-{index:05d}.npy"
+                suffix = ".npz" if return_probabilities else ".npy"
+                output_key = f"{output_prefix}{run_id}/chunk-{index:05d}{suffix}"
             try:
-                result = client.predict(bucket, key, output_key)
-                got = result.labels if output_key is None else None
+                result = client.predict(bucket, key, output_key, return_probabilities)
+                got = _from_body(result) if output_key is None else None
             except EndpointError as exc:
                 raise BatchError(str(exc)) from exc
             same_model(result.model_sha256)
             if output_key is not None:
                 where = result.body
                 raw = s3.get_object(Bucket=where["bucket"], Key=where["key"])["Body"].read()
-                got = np.load(io.BytesIO(raw), allow_pickle=False).astype(np.int64)
-            if got.shape != (stop - start,):
-                raise BatchError(f"{key}: {got.shape[0]} labels for {stop - start} rows")
-            labels[start:stop] = got
+                got = _from_object(raw, return_probabilities)
+            keep(index, got)
             if record is not None:
                 record.record(
                     index,
@@ -225,6 +272,9 @@ def run_batch(
             client.close()
     if (labels < 0).any():  # pragma: no cover - every chunk either filled its rows or raised
         raise BatchError("some rows got no label")
+    probabilities = collected.get("probabilities")
+    if return_probabilities and (probabilities is None or np.isnan(probabilities).any()):
+        raise BatchError("some rows got no probabilities")  # pragma: no cover - as above
     sent_rows = sum(bounds[i][1] - bounds[i][0] for i in todo)
     statuses = {
         k: v - base[2].get(k, 0) for k, v in client.stats.statuses.items() if v - base[2].get(k, 0)
@@ -245,4 +295,23 @@ def run_batch(
         resumed_chunks=len(answered),
         sent_chunks=len(todo),
         state=str(record.folder) if record else None,
+        probabilities=probabilities,
+        classes=collected.get("classes"),
     )
+
+
+def _from_body(result: Result) -> Predictions:
+    """A chunk's answer from the response body (labels, or the probabilities object)."""
+    return Predictions(result.labels, result.probabilities, result.classes)
+
+
+def _from_object(raw: bytes, probabilities: bool) -> Predictions:
+    """A chunk's answer from the object ``output_key`` wrote: ``.npy`` labels, or ``.npz``."""
+    if not probabilities:
+        return Predictions(np.load(io.BytesIO(raw), allow_pickle=False).astype(np.int64))
+    with np.load(io.BytesIO(raw), allow_pickle=False) as data:
+        return Predictions(
+            data["labels"].astype(np.int64),
+            data["probabilities"].astype(np.float32),
+            data["classes"].astype(np.int64),
+        )
