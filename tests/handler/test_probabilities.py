@@ -14,7 +14,7 @@ import re
 import numpy as np
 import pytest
 from aws_fakes import moto_client
-from lambda_fakes import FakeLambdaContext, api_event, assert_error
+from lambda_fakes import FakeLambdaContext, api_event, assert_error, load_event
 from openapi_contract import check_documented
 
 from mnist_serving.budget import Budget
@@ -130,6 +130,14 @@ def test_probabilities_answer(handler, digits, model):
     assert headers["X-Row-Count"] == str(len(digits))
     for step in ("s3;dur=", "decode;dur=", "predict;dur=", "encode;dur="):
         assert step in headers["Server-Timing"]
+
+
+def test_the_example_event_asks_for_probabilities(handler, digits, model):
+    """events/predict_probabilities.json, the example to copy (``sam local invoke -e``)."""
+    event = load_event("predict_probabilities")
+    answer = ok_body(handler.lambda_handler(event, FakeLambdaContext()))
+    assert answer["labels"] == model.predict(digits).tolist()
+    assert_consistent(answer, len(digits))
 
 
 def test_a_single_row_and_an_exact_training_digit(handler, s3, mnist_xy, model):
