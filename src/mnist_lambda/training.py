@@ -219,6 +219,51 @@ def most_confused_pairs(cm: np.ndarray, top: int = 5) -> list[tuple[int, int, in
     return [p for p in pairs if p[2] > 0]
 
 
+def build_manifest(
+    artifact: str | Path,
+    *,
+    format: str,
+    format_description: str,
+    model: dict[str, Any],
+    report: ModelReport | None = None,
+    metrics: dict[str, Any] | None = None,
+    run_id: str,
+    data_source: str,
+    input_schema: dict[str, Any] | None = None,
+    versions: dict[str, str] | None = None,
+    **extra: Any,
+) -> dict[str, Any]:
+    """The fields every serving manifest has, whatever the format, then ``extra``.
+
+    ``metrics`` defaults to the report's test accuracy and cross-validation; ``input_schema``
+    to the request schema; ``versions`` to :func:`mnist_lambda.record.library_versions`.
+    """
+    artifact = Path(artifact)
+    if metrics is None:
+        if report is None:
+            raise ValueError("build_manifest needs a report or metrics")
+        metrics = {
+            "test_accuracy": report.test_accuracy,
+            "cv_mean": report.cv_mean,
+            "cv_std": report.cv_std,
+        }
+    return {
+        "model_file": artifact.name,
+        "format": format,
+        "format_description": format_description,
+        "sha256": serving_model.file_sha256(artifact),
+        "bytes": artifact.stat().st_size,
+        "version": run_id,
+        "run_id": run_id,
+        "model": model,
+        "input_schema": dict(INPUT_SCHEMA) if input_schema is None else input_schema,
+        "metrics": metrics,
+        "data_source": data_source,
+        "library_versions": library_versions() if versions is None else versions,
+        **extra,
+    }
+
+
 def write_manifest(
     path: str | Path,
     artifact: str | Path,
@@ -229,35 +274,25 @@ def write_manifest(
     data_source: str,
 ) -> dict[str, Any]:
     """Describe the serving artifact next to it: format, sha256, versions, schema, metrics."""
-    artifact = Path(artifact)
-    manifest = {
-        "model_file": artifact.name,
-        "format": serving_model.FORMAT,
-        "format_description": (
+    manifest = build_manifest(
+        artifact,
+        format=serving_model.FORMAT,
+        format_description=(
             "uncompressed numpy .npz of plain numeric arrays (PCA mean and components, "
             "projected training digits, labels, k); loads with np.load(allow_pickle=False), "
             "so loading executes no code"
         ),
-        "sha256": serving_model.file_sha256(artifact),
-        "bytes": artifact.stat().st_size,
-        "version": run_id,
-        "run_id": run_id,
-        "model": {
+        model={
             "type": "PCA + k-nearest neighbours (distance weights)",
             "n_components": model.n_components,
             "n_neighbors": model.n_neighbors,
             "n_train": n_train,
             "classes": model.classes.tolist(),
         },
-        "input_schema": INPUT_SCHEMA,
-        "metrics": {
-            "test_accuracy": report.test_accuracy,
-            "cv_mean": report.cv_mean,
-            "cv_std": report.cv_std,
-        },
-        "data_source": data_source,
-        "library_versions": library_versions(),
-    }
+        report=report,
+        run_id=run_id,
+        data_source=data_source,
+    )
     atomic_write_json(path, manifest)
     return manifest
 
