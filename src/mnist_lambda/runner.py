@@ -70,7 +70,10 @@ def select_steps(names: Sequence[str] | None) -> list[Step]:
 
 
 def parse_value(text: str) -> Any:
-    """A ``-p KEY VALUE`` value as YAML would read it (``10000`` -> int, ``true`` -> bool)."""
+    """A ``-p KEY VALUE`` value as YAML would read it (``10000`` -> int, ``true`` -> bool); an
+    empty value is the empty string (YAML would read null)."""
+    if not text.strip():
+        return text
     try:
         return yaml.safe_load(text)
     except yaml.YAMLError:

@@ -217,6 +217,7 @@ def test_parameter_values_are_typed_per_notebook() -> None:
     assert runner.parse_value("10000") == 10000
     assert runner.parse_value("true") is True
     assert runner.parse_value("idx:../x") == "idx:../x"
+    assert runner.parse_value("") == ""  # e.g. -p tune_memory "": skip, not None
     steps = runner.select_steps(["sample"])
     plan = runner.plan_parameters(steps, {"test_size": 1, "random_state": 3})
     assert plan["sample"] == {"test_size": 1.0, "random_state": 3}
@@ -276,3 +277,36 @@ def test_run_stops_the_local_stack(full_run: Path) -> None:
     assert local_stack.read(full_run) is None
     state = full_run / "local_stack.json"
     assert not state.exists()
+
+
+@pytest.fixture(scope="module")
+def onnx_run(tmp_path_factory, mnist_source) -> Path:
+    """All five notebooks with an ONNX serving model (logistic regression), no tuning sweep."""
+    out = tmp_path_factory.mktemp("onnx") / "run-onnx"
+    run_pipeline(
+        out,
+        data_source=mnist_source.data_source,
+        n_samples=3000,
+        cv_folds=2,
+        serving_model="logistic",
+        compare_models="logistic",
+        model_dir=out.parent / "model",
+        warm_requests=3,
+        tune_memory="",
+    )
+    return out
+
+
+@pytest.mark.e2e
+def test_an_onnx_model_ships_and_the_endpoint_agrees(onnx_run: Path) -> None:
+    metrics = json.loads((onnx_run / "metrics.json").read_text())
+    assert metrics["endpoint"]["agreement"] == 1.0
+    assert metrics["endpoint"]["model_sha256"] == metrics["serving"]["sha256"]
+    assert metrics["serving"]["format"] == "onnx"
+    manifest = json.loads((onnx_run.parent / "model" / "manifest.json").read_text())
+    assert manifest["model_file"] == "model.onnx" and manifest["parity"]["passed"] is True
+    assert manifest["parity"]["rows_checked"] == metrics["n_test"]
+    state = json.loads((onnx_run / "run_state.json").read_text())
+    assert state["train"]["model_format"] == "onnx"
+    assert Path(state["train"]["model_path"]).name == "model.onnx"
+    assert (onnx_run / "figures" / "model_comparison.png").exists()
