@@ -70,6 +70,15 @@ def test_quick_bench_end_to_end(tmp_path, mnist_source):
     assert [r["instances"] for r in runs] == [1, 2]
     assert all(r["row_order_preserved"] and r["rows"] == profile.batch_rows for r in runs)
     assert results["targets"] == saved["targets"]
+    models = saved["models"]  # the tutorial's, ours (.npz) and the quick profile's ONNX one
+    assert [m["format"] for m in models] == ["joblib", "npz", "onnx"]
+    for m in models:
+        assert m["all_cold"] and m["cold_init_ms_p50"] > 0 and 0.8 < m["accuracy"] <= 1.0
+        assert m["rows"] == profile.model_rows and 0 < m["warm_ms_p50"] <= m["warm_ms_p95"]
+    assert [m["agreement_with_the_model"] for m in models[1:]] == [1.0, 1.0]
+    shipped = [m["shipped_bytes"] for m in models]
+    assert shipped[0]["requirements"] > shipped[2]["requirements"] > shipped[1]["requirements"]
+    assert "| logistic (ONNX) |" in table
 
 
 def test_cli_has_the_new_subcommands():

@@ -30,6 +30,12 @@ class Profile:
     test_share: float = 0.2
     max_samples: int | None = None
     tutorial_memory_mb: int = TUTORIAL_MEMORY_MB
+    onnx_models: tuple[str, ...] = ("logistic", "mlp")
+    """ONNX candidates the model comparison adds to the tutorial's k-NN and our .npz one."""
+    model_rows: int = 2000
+    """Rows per request in the model comparison."""
+    model_memory_mb: int | None = None
+    """MemorySize of every model in the comparison (None: the template's default)."""
 
     @classmethod
     def full(cls) -> Profile:
@@ -37,4 +43,7 @@ class Profile:
 
     @classmethod
     def quick(cls) -> Profile:
-        return cls("quick", (500, 1000), 2, 1, 6_000, (1, 2), False, max_samples=3000)
+        return cls(
+            "quick", (500, 1000), 2, 1, 6_000, (1, 2), False, max_samples=3000,
+            onnx_models=("logistic",), model_rows=500,
+        )  # fmt: skip

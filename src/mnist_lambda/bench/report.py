@@ -281,6 +281,19 @@ def markdown(results: dict[str, Any], profile: Profile) -> str:
                 f"{', '.join(f'{v:,.0f}' for v in r['rows_per_second_all'])} | "
                 f"{r['chunks']} x {r['rows_per_chunk']:,} | {r['retries']} |"
             )
+    if results.get("models"):
+        from mnist_lambda.bench.models import markdown_table
+
+        rows = results["models"]
+        lines += [
+            "",
+            f"Every kind of model that can ship, each on a stack of its own at "
+            f"{rows[0]['memory_mb']:,} MB (agreement: the endpoint's labels against the model's "
+            "own in-process on the held-out rows; shipped: what the image adds to the base "
+            "image):",
+            "",
+            markdown_table(rows),
+        ]
     p = s["price"]
     lines += [
         "",

@@ -345,6 +345,11 @@ def run_bench(
                 },
             )
         results["flops"] = flops_report(results, prep, profile)
+        if profile.onnx_models:
+            from mnist_lambda.bench.models import compare_models
+
+            say(f"models: the tutorial's, ours and {', '.join(profile.onnx_models)} (ONNX)")
+            results["models"] = compare_models(profile, prep, work, say)
         if profile.batch_instances:
             say(f"batch of {profile.batch_rows:,} rows, {profile.batch_instances} instances")
             results["batch"] = batch_report(profile, prep, work, say)
