@@ -271,6 +271,23 @@ def test_endpoint_agrees_with_the_notebook(full_run: Path) -> None:
 
 
 @pytest.mark.e2e
+def test_the_report_shows_the_memory_sweep_and_the_traffic_what_if(full_run: Path) -> None:
+    metrics = json.loads((full_run / "metrics.json").read_text())
+    rec = metrics["tune"]["recommendation"]
+    assert rec["memory_mb"] in (885, 1769, 3008) and rec["rule"]
+    assert [r["memory_mb"] for r in metrics["tune"]["results"]] == [885, 1769, 3008]
+    assert all(r["agreement"] == 1.0 for r in metrics["tune"]["results"])
+    traffic = metrics["traffic"]
+    assert [r["rate"] for r in traffic["rates"]] == [2.0, 8.0]
+    assert all(r["served"] > 0 and r["other_errors"] == 0 for r in traffic["rates"])
+    for name in ("tune", "traffic"):
+        assert (full_run / "figures" / f"{name}.png").stat().st_size > 10_000
+    report = (full_run / "report.html").read_text()
+    assert "Choosing MemorySize" in report and "Traffic: how many environments" in report
+    assert report.count("data:image/png;base64") >= 2
+
+
+@pytest.mark.e2e
 def test_run_stops_the_local_stack(full_run: Path) -> None:
     from mnist_lambda import local_stack
 
