@@ -367,6 +367,15 @@ def test_traffic_runs_after_the_sweep_at_the_recommended_memory(
 
     monkeypatch.setattr(local_stack, "redeploy", redeploy)
     monkeypatch.setattr(traffic, "what_if", what_if)
+    drawn: list[dict] = []
+
+    def traffic_figure(result):
+        from matplotlib.figure import Figure
+
+        drawn.append(result)
+        return Figure()
+
+    monkeypatch.setattr(traffic, "traffic_figure", traffic_figure)
     doc = tune.tune(
         model_path=small_model_path, pixels=mnist_xy[0][:10], out=tmp_path, progress=False,
         memory=(512, 1769), rows=20, traffic_rates=(2, 8), traffic_duration_s=5,
@@ -378,3 +387,5 @@ def test_traffic_runs_after_the_sweep_at_the_recommended_memory(
     assert (call["duration_s"], call["environments"], call["seed"]) == (5, None, 0)
     saved = json.loads((tmp_path / "tune.json").read_text())
     assert saved["traffic"] == {"rates": [{"rate": 2.0}, {"rate": 8.0}]} == doc["traffic"]
+    assert drawn == [doc["traffic"]] and (tmp_path / "traffic.png").is_file()
+    assert saved["paths"]["traffic_figure"] == str(tmp_path / "traffic.png")

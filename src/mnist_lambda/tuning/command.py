@@ -186,6 +186,8 @@ def main(args: argparse.Namespace) -> int:
         print(traffic.table(doc["traffic"]))
     print(f"results: {doc['paths']['tune_json']}")
     print(f"figure:  {doc['paths']['figure']}")
+    if "traffic_figure" in doc["paths"]:
+        print(f"traffic: {doc['paths']['traffic_figure']}")
     recommended = (doc.get("recommendation") or {}).get("memory_mb")
     if args.apply:
         if recommended is None:

@@ -255,7 +255,13 @@ def tune(
         shutil.rmtree(work, ignore_errors=True)
     figure_path = out_dir / "tune.png"
     report.save_png(report.figure(doc), figure_path)
-    doc["paths"] = {
+    doc["paths"] = {}
+    if "traffic" in doc:
+        from mnist_lambda.tuning.traffic import traffic_figure
+
+        report.save_png(traffic_figure(doc["traffic"]), out_dir / "traffic.png")
+        doc["paths"]["traffic_figure"] = str(out_dir / "traffic.png")
+    doc["paths"] |= {
         "tune_json": str(out_dir / "tune.json"),
         "figure": str(figure_path),
         "stacks": {name: str(stacks[name]) for name, _ in plan},
