@@ -9,6 +9,7 @@ this machine has one, else on this interpreter's base installation, and the stac
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import importlib.metadata
 import json
@@ -70,6 +71,7 @@ class Python:
     version: str  # "3.12"
 
 
+@functools.cache  # an interpreter does not change while this process runs
 def _probe(executable: str) -> Python | None:
     code = (
         "import os, sys; v = sys.version_info; "
@@ -86,6 +88,7 @@ def _probe(executable: str) -> Python | None:
     return Python(*out[:3])
 
 
+@functools.cache
 def find_python(version: str) -> Python | None:
     """An installed CPython ``version`` (``$LAMBDA_PYTHON``, ``pythonX.Y`` on PATH, pyenv)."""
     candidates = [os.environ.get("LAMBDA_PYTHON", ""), shutil.which(f"python{version}") or ""]
