@@ -54,6 +54,9 @@ def summary_rows(run_dir: Path) -> list[tuple[str, str]]:
     for name in ("baseline", "serving"):
         if name in metrics:
             rows.append((f"{name} test accuracy", _accuracy(metrics[name])))
+    if serving := metrics.get("serving_model"):
+        fmt = (metrics.get("serving") or {}).get("format", "")
+        rows.append(("serving model", f"{serving} ({fmt})" if fmt else serving))
     endpoint = metrics.get("endpoint") or {}
     if endpoint:
         rows.append(
@@ -71,6 +74,16 @@ def summary_rows(run_dir: Path) -> list[tuple[str, str]]:
                 f"cold start {endpoint['cold_start_seconds']:.2f} s"
                 + (f" (init {init:.0f} ms)" if init else "")
                 + f"; warm p50 {warm['p50']:.3f} s, p95 {warm['p95']:.3f} s",
+            )
+        )
+    tune = metrics.get("tune") or {}
+    if picked := (tune.get("recommendation") or {}).get("memory_mb"):
+        swept = "/".join(str(r["memory_mb"]) for r in tune.get("results") or [])
+        rows.append(
+            (
+                "MemorySize pick",
+                f"{picked:,} MB of {swept} (the cheapest within 10 % of the fastest; "
+                "`mnist-lambda tune` sweeps more)",
             )
         )
     timings = run.get("timings") or {}

@@ -100,6 +100,7 @@ def test_run_states_what_it_did(trained_run: Path) -> None:
     assert Path(state["train"]["model_path"]) == trained_run.parent / "model" / "model.npz"
     summary = report.summary_text(trained_run)
     assert "4,000 / 1,000 digits" in summary and "serving test accuracy" in summary
+    assert "serving model           pca_knn" in summary
     html = (trained_run / "report.html").read_text()
     opening = html[: html.index('id="section-01_sample_data"')]
     assert "Run run-a" in opening and "baseline test accuracy" in opening
@@ -282,6 +283,11 @@ def test_the_report_shows_the_memory_sweep_and_the_traffic_what_if(full_run: Pat
     assert all(r["served"] > 0 and r["other_errors"] == 0 for r in traffic["rates"])
     for name in ("tune", "traffic"):
         assert (full_run / "figures" / f"{name}.png").stat().st_size > 10_000
+    from mnist_lambda.report import summary_text
+
+    assert f"MemorySize pick         {rec['memory_mb']:,} MB of 885/1769/3008" in summary_text(
+        full_run
+    )
     report = (full_run / "report.html").read_text()
     assert "Choosing MemorySize" in report and "Traffic: how many environments" in report
     assert report.count("data:image/png;base64") >= 2
