@@ -6,6 +6,7 @@ The source is the full test set (``idx:DIR``) when present, else ``sample`` (see
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -29,16 +30,22 @@ MODEL_KEYS = {
 }
 
 
-def run_cli(*args: str, cwd: Path = ROOT) -> subprocess.CompletedProcess:
-    return subprocess.run([*CLI, *args], cwd=cwd, capture_output=True, text=True, timeout=600)
+def run_cli(
+    *args: str, cwd: Path = ROOT, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [*CLI, *args], cwd=cwd, capture_output=True, text=True, timeout=600, env=env
+    )
 
 
-def run_pipeline(out: Path, steps: str | None = None, **params: object) -> None:
+def run_pipeline(
+    out: Path, steps: str | None = None, env: dict[str, str] | None = None, **params: object
+) -> None:
     """``mnist-lambda run --out OUT [--steps STEPS] -q -p KEY VALUE ...``; must succeed."""
     args = ["run", "--out", str(out), "-q", *(["--steps", steps] if steps else [])]
     for key, value in params.items():
         args += ["-p", key, str(value)]
-    proc = run_cli(*args)
+    proc = run_cli(*args, env=env)
     assert proc.returncode == 0, proc.stderr[-4000:]
 
 
@@ -302,16 +309,23 @@ def test_run_stops_the_local_stack(full_run: Path) -> None:
     assert not state.exists()
 
 
+USER_MODEL = "user_candidates:scaled_logistic"
+"""An estimator defined in the test suite (tests/unit/user_candidates.py), as a user's own."""
+
+
 @pytest.fixture(scope="module")
 def onnx_run(tmp_path_factory, mnist_source) -> Path:
-    """All five notebooks with an ONNX serving model (logistic regression), no tuning sweep."""
+    """All five notebooks with an ONNX serving model: the user's own estimator, compared with
+    the built-in logistic regression; no tuning sweep."""
     out = tmp_path_factory.mktemp("onnx") / "run-onnx"
+    user_module_dir = str(ROOT / "tests" / "unit")  # importable by the notebooks' kernel
     run_pipeline(
         out,
+        env={**os.environ, "PYTHONPATH": user_module_dir},
         data_source=mnist_source.data_source,
         n_samples=3000,
         cv_folds=2,
-        serving_model="logistic",
+        serving_model=USER_MODEL,
         compare_models="logistic",
         model_dir=out.parent / "model",
         warm_requests=3,
@@ -325,7 +339,10 @@ def test_an_onnx_model_ships_and_the_endpoint_agrees(onnx_run: Path) -> None:
     metrics = json.loads((onnx_run / "metrics.json").read_text())
     assert metrics["endpoint"]["agreement"] == 1.0
     assert metrics["endpoint"]["model_sha256"] == metrics["serving"]["sha256"]
-    assert metrics["serving"]["format"] == "onnx"
+    assert metrics["serving"]["format"] == "onnx" and metrics["serving_model"] == USER_MODEL
+    compared = {c["model"]: c for c in metrics["model_comparison"]}
+    assert set(compared) == {USER_MODEL, "logistic"}
+    assert all(c["parity"]["passed"] for c in compared.values())
     manifest = json.loads((onnx_run.parent / "model" / "manifest.json").read_text())
     assert manifest["model_file"] == "model.onnx" and manifest["parity"]["passed"] is True
     assert manifest["parity"]["rows_checked"] == metrics["n_test"]
