@@ -160,6 +160,41 @@ def small_model_path(tmp_path_factory: pytest.TempPathFactory, mnist_xy) -> Path
     return path
 
 
+@dataclass(frozen=True)
+class OnnxTestModel:
+    """A small ONNX model exported as the training step ships one, and its scikit-learn self."""
+
+    path: Path  # model.onnx, beside its manifest.json and model-requirements.txt
+    estimator: object
+
+
+@pytest.fixture(scope="session")
+def logistic_onnx(tmp_path_factory: pytest.TempPathFactory, mnist_xy) -> OnnxTestModel:
+    """A logistic regression (standard scaling) fitted on the first 1,500 digits, exported with
+    skl2onnx: ``model.onnx``, its ``manifest.json`` (file and classes) and the ONNX runtime's
+    ``model-requirements.txt``; every class gets a nonzero probability (the densest answer)."""
+    import json
+
+    from skl2onnx import to_onnx
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    from mnist_lambda import model_requirements
+    from mnist_serving.model_info import MANIFEST_NAME
+
+    x, y = mnist_xy
+    est = make_pipeline(StandardScaler(), LogisticRegression(max_iter=100))
+    est.fit(x[:1500].astype(np.float32), y[:1500])
+    folder = tmp_path_factory.mktemp("onnx-model")
+    onx = to_onnx(est, x[:1].astype(np.float32), options={"zipmap": False})
+    (folder / "model.onnx").write_bytes(onx.SerializeToString())
+    manifest = {"model_file": "model.onnx", "model": {"classes": est.classes_.tolist()}}
+    (folder / MANIFEST_NAME).write_text(json.dumps(manifest))
+    (folder / model_requirements.FILE_NAME).write_text(model_requirements.onnx_requirements())
+    return OnnxTestModel(folder / "model.onnx", est)
+
+
 @pytest.fixture(autouse=True)
 def _fresh_s3_client() -> None:
     """The handler's S3 client lives as long as its process (an execution environment); a test

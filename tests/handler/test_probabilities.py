@@ -288,32 +288,10 @@ def test_probabilities_running_out_of_time_mid_predict_is_a_504(handler, digits,
 # --- an ONNX model: the same contract ---------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def onnx_model_path(tmp_path_factory, mnist_xy):
-    """A small logistic regression exported as the training step does: model.onnx + manifest
-    (every class gets a nonzero probability: the densest answer)."""
-    from skl2onnx import to_onnx
-    from sklearn.linear_model import LogisticRegression
-    from sklearn.pipeline import make_pipeline
-    from sklearn.preprocessing import StandardScaler
-
-    from mnist_serving.model_info import MANIFEST_NAME
-
-    x, y = mnist_xy
-    est = make_pipeline(StandardScaler(), LogisticRegression(max_iter=100))
-    est.fit(x[:1500].astype(np.float32), y[:1500])
-    folder = tmp_path_factory.mktemp("onnx")
-    onx = to_onnx(est, x[:1].astype(np.float32), options={"zipmap": False})
-    (folder / "model.onnx").write_bytes(onx.SerializeToString())
-    manifest = {"model_file": "model.onnx", "model": {"classes": est.classes_.tolist()}}
-    (folder / MANIFEST_NAME).write_text(json.dumps(manifest))
-    return folder / "model.onnx"
-
-
 def test_an_onnx_model_answers_probabilities_the_same_way(
-    monkeypatch, onnx_model_path, aws_env, cold_import, s3, digits
+    monkeypatch, logistic_onnx, aws_env, cold_import, s3, digits
 ):
-    monkeypatch.setenv("MODEL_PATH", str(onnx_model_path))
+    monkeypatch.setenv("MODEL_PATH", str(logistic_onnx.path))
     monkeypatch.setenv("ALLOWED_BUCKETS", f"{BUCKET}/inputs/")
     handler = cold_import()
     plain = ok_body(call(handler))

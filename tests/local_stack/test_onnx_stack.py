@@ -4,36 +4,20 @@ and the real handler serves it, as the image built from the same files would."""
 from __future__ import annotations
 
 import hashlib
-import json
 from pathlib import Path
 
 import numpy as np
 import pytest
 from real_stack import PREFIX, npy_bytes, predict, real_stack
 from repo_paths import LAMBDA_APP
-from skl2onnx import to_onnx
-from sklearn.linear_model import LogisticRegression
-from sklearn.pipeline import make_pipeline
-from sklearn.preprocessing import StandardScaler
 
 from mnist_lambda import local_stack, model_requirements
 from mnist_lambda.local_stack.task_root import build
 
 
 @pytest.fixture(scope="module")
-def onnx_model(tmp_path_factory, mnist_xy) -> tuple[Path, object]:
-    """A logistic regression exported as the training step ships one: model.onnx, manifest.json
-    and model-requirements.txt."""
-    x, y = mnist_xy
-    est = make_pipeline(StandardScaler(), LogisticRegression(max_iter=100))
-    est.fit(x[:1500].astype(np.float32), y[:1500])
-    folder = tmp_path_factory.mktemp("onnx-model")
-    onx = to_onnx(est, x[:1].astype(np.float32), options={"zipmap": False})
-    (folder / "model.onnx").write_bytes(onx.SerializeToString())
-    manifest = {"model_file": "model.onnx", "model": {"classes": est.classes_.tolist()}}
-    (folder / "manifest.json").write_text(json.dumps(manifest))
-    (folder / model_requirements.FILE_NAME).write_text(model_requirements.onnx_requirements())
-    return folder / "model.onnx", est
+def onnx_model(logistic_onnx) -> tuple[Path, object]:
+    return logistic_onnx.path, logistic_onnx.estimator
 
 
 def test_the_task_root_carries_onnxruntime_only_for_an_onnx_model(onnx_model) -> None:

@@ -2,38 +2,25 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
 import onnx
 import pytest
 from onnx import TensorProto, helper
-from skl2onnx import to_onnx
-from sklearn.linear_model import LogisticRegression
-from sklearn.pipeline import make_pipeline
-from sklearn.preprocessing import StandardScaler
 
-from mnist_serving import loading, model_info
+from mnist_serving import loading
 from mnist_serving.onnx_model import OnnxModel, cpu_threads, operator_domains
 
 
 @pytest.fixture(scope="module")
-def logistic_onnx(tmp_path_factory, mnist_xy) -> tuple[Path, object, np.ndarray]:
-    """A small logistic regression exported as the training step does: model.onnx + manifest."""
-    x, y = mnist_xy
-    est = make_pipeline(StandardScaler(), LogisticRegression(max_iter=100))
-    est.fit(x[:1500].astype(np.float32), y[:1500])
-    folder = tmp_path_factory.mktemp("onnx")
-    onx = to_onnx(est, x[:1].astype(np.float32), options={"zipmap": False})
-    (folder / "model.onnx").write_bytes(onx.SerializeToString())
-    manifest = {"model_file": "model.onnx", "model": {"classes": est.classes_.tolist()}}
-    (folder / model_info.MANIFEST_NAME).write_text(json.dumps(manifest))
-    return folder / "model.onnx", est, x[1500:2000]
+def exported(logistic_onnx, mnist_xy) -> tuple[Path, object, np.ndarray]:
+    """The shared ONNX test model, and digits it was not fitted on."""
+    return logistic_onnx.path, logistic_onnx.estimator, mnist_xy[0][1500:2000]
 
 
-def test_the_loader_serves_what_the_manifest_names(logistic_onnx) -> None:
-    path, est, rows = logistic_onnx
+def test_the_loader_serves_what_the_manifest_names(exported) -> None:
+    path, est, rows = exported
     assert loading.default_model_path(path.parent) == path
     served = loading.load_model(path)
     assert isinstance(served, OnnxModel)
@@ -48,9 +35,9 @@ def test_without_a_manifest_the_model_is_model_npz(tmp_path: Path) -> None:
     assert loading.default_model_path(tmp_path) == tmp_path / "model.npz"
 
 
-def test_an_onnx_model_without_its_classes_is_refused(logistic_onnx, tmp_path: Path) -> None:
+def test_an_onnx_model_without_its_classes_is_refused(exported, tmp_path: Path) -> None:
     path = tmp_path / "model.onnx"
-    path.write_bytes(logistic_onnx[0].read_bytes())
+    path.write_bytes(exported[0].read_bytes())
     with pytest.raises(ValueError, match=r"manifest\.json with its classes"):
         loading.load_model(path)
 
@@ -67,8 +54,8 @@ def _model_with_domain(domain: str) -> bytes:
     return helper.make_model(graph, opset_imports=opsets).SerializeToString()
 
 
-def test_operator_domains_are_read_from_the_file(logistic_onnx) -> None:
-    path = logistic_onnx[0]
+def test_operator_domains_are_read_from_the_file(exported) -> None:
+    path = exported[0]
     expected = {o.domain for o in onnx.load(path).opset_import}
     assert operator_domains(path.read_bytes()) == expected
     assert operator_domains(_model_with_domain("com.microsoft")) == {"", "com.microsoft"}
