@@ -84,6 +84,8 @@ class Result:
     """SnapStart: the restore from the snapshot (instead of an init) on a cold call."""
     duration_ms: float | None = None
     max_memory_mb: float | None = None
+    lambda_throttled: bool = False
+    """A 500 that Lambda's reserved concurrency caused (``X-Lambda-Emulator-Throttled``)."""
     response: requests.Response | None = field(default=None, repr=False, compare=False)
 
     @classmethod
@@ -117,6 +119,8 @@ class Result:
             restore_ms=_float(h.get("X-Lambda-Emulator-Restore-Duration-Ms")),
             duration_ms=_float(h.get("X-Lambda-Emulator-Duration-Ms")),
             max_memory_mb=_float(h.get("X-Lambda-Emulator-Max-Memory-Used-Mb")),
+            lambda_throttled=response.status_code == 500
+            and h.get("X-Lambda-Emulator-Throttled") == "true",
             response=response,
         )
 

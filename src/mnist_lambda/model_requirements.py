@@ -14,8 +14,12 @@ ONNX_PACKAGES = ("onnxruntime", "flatbuffers", "packaging", "protobuf")
 """onnxruntime and its requirements (numpy is in lambda_app/requirements.txt already)."""
 
 
+def onnx_pins() -> list[str]:
+    """``name==version`` of what an ONNX model needs, at the versions of poetry.lock."""
+    return [f"{name}=={importlib.metadata.version(name)}" for name in ONNX_PACKAGES]
+
+
 def onnx_requirements() -> str:
-    """The requirements file of an ONNX model: pins at the versions of poetry.lock."""
-    pins = [f"{name}=={importlib.metadata.version(name)}" for name in ONNX_PACKAGES]
+    """The requirements file of an ONNX model (:func:`onnx_pins`)."""
     header = "# Installed into the image beside lambda_app/requirements.txt: the ONNX runtime.\n"
-    return header + "\n".join(pins) + "\n"
+    return header + "\n".join(onnx_pins()) + "\n"

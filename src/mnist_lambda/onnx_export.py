@@ -23,14 +23,18 @@ from __future__ import annotations
 import shutil
 import tempfile
 from dataclasses import dataclass, field
-from importlib import metadata
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from mnist_lambda import model_requirements, training
-from mnist_lambda.record import atomic_path, atomic_write_json, atomic_write_text
+from mnist_lambda.record import (
+    atomic_path,
+    atomic_write_json,
+    atomic_write_text,
+    library_versions,
+)
 from mnist_serving import loading
 from mnist_serving.model_info import MANIFEST_NAME
 from mnist_serving.onnx_model import STANDARD_DOMAINS, operator_domains
@@ -149,22 +153,6 @@ def opset(model_proto: Any) -> dict[str, int]:
         domain = entry.domain or "ai.onnx"
         out[domain] = max(out.get(domain, 0), int(entry.version))
     return dict(sorted(out.items()))
-
-
-def runtime_requirements() -> list[str]:
-    """``name==version`` of the packages the image needs to run an ONNX model (installed ones)."""
-    return [f"{name}=={metadata.version(name)}" for name in model_requirements.ONNX_PACKAGES]
-
-
-def export_versions() -> dict[str, str]:
-    """The library versions an ONNX manifest records."""
-    versions = {}
-    for name in VERSIONED_LIBRARIES:
-        try:
-            versions[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            versions[name] = "not installed"
-    return versions
 
 
 def check_parity(
@@ -298,9 +286,9 @@ def export_onnx(
             run_id=run_id,
             data_source=data_source,
             input_schema=INPUT_SCHEMA | {"onnx_input_name": input_name, "onnx_dtype": "float32"},
-            versions=export_versions(),
+            versions=library_versions(VERSIONED_LIBRARIES),
             opset=opset(proto),
-            runtime_requirements=runtime_requirements(),
+            runtime_requirements=model_requirements.onnx_pins(),
         )
         atomic_write_json(staging / MANIFEST_NAME, manifest)
         try:

@@ -15,7 +15,7 @@ import json
 import os
 import subprocess
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from importlib import metadata
 from pathlib import Path
@@ -138,9 +138,10 @@ def new_run_id(root: str | Path) -> str:
     return f"{stamp}-{git_sha(root).replace('-dirty', 'd')}"
 
 
-def library_versions() -> dict[str, str]:
+def library_versions(names: Sequence[str] = TRACKED_LIBRARIES) -> dict[str, str]:
+    """``{name: installed version or "not installed"}`` for ``names``."""
     versions = {}
-    for name in TRACKED_LIBRARIES:
+    for name in names:
         try:
             versions[name] = metadata.version(name)
         except metadata.PackageNotFoundError:

@@ -328,15 +328,12 @@ def run_trace(
                 seconds = time.perf_counter() - t0 - sent
                 calls[index] = Call(scheduled, sent, seconds, 0, error=str(exc)[:300])
                 return
-            throttled = (r.response is not None) and r.response.headers.get(
-                "X-Lambda-Emulator-Throttled"
-            ) == "true"
             calls[index] = Call(
                 scheduled_s=scheduled,
                 sent_s=sent,
                 seconds=r.seconds,
                 status=r.status,
-                lambda_throttled=r.status == 500 and throttled,
+                lambda_throttled=r.lambda_throttled,
                 instance=r.instance,
                 cold=r.cold,
                 duration_ms=r.duration_ms,
