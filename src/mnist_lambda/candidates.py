@@ -379,7 +379,7 @@ def fit_and_export(
             },
             tolerance=tolerance,
         )
-        report, loaded = training._reload_and_evaluate(
+        report, loaded = training.reload_and_evaluate(
             report_name,
             exported.path,
             loading.load_model,

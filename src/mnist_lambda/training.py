@@ -105,7 +105,7 @@ def _timed(fn: Callable[[], Any]) -> tuple[Any, float]:
     return result, time.perf_counter() - start
 
 
-def _reload_and_evaluate(
+def reload_and_evaluate(
     name: str,
     artifact: str | Path,
     load: Callable[[str | Path], Any],
@@ -144,7 +144,7 @@ def train_baseline(
     )
     with atomic_path(artifact) as tmp:
         joblib.dump(model, tmp)
-    report, _ = _reload_and_evaluate(
+    report, _ = reload_and_evaluate(
         "baseline",
         artifact,
         joblib.load,
@@ -198,7 +198,7 @@ def train_serving(
     exported = export_serving_model(pipeline, split.X_train, split.y_train)
     fit_seconds = time.perf_counter() - start
     exported.save(artifact)
-    report, loaded = _reload_and_evaluate(
+    report, loaded = reload_and_evaluate(
         "serving", artifact, serving_model.load, split.X_test, split.y_test, cv_scores, fit_seconds
     )
     agreement = float(
