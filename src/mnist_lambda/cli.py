@@ -18,6 +18,7 @@ COMMANDS = {
     "predict-batch": "mnist_lambda.batch.command",
     "bench": "mnist_lambda.bench",
     "tune": "mnist_lambda.tuning.command",
+    "image": "mnist_lambda.image.command",
 }
 
 

@@ -1,8 +1,11 @@
-"""Before a ``target=aws`` run: is everything the AWS steps need here? Each gap, with its fix.
+"""Before a ``target=aws`` or ``sam-local`` run: is everything its steps need here? Each gap,
+with its fix.
 
 :func:`check_aws` checks AWS credentials (and whom they belong to, with one short STS call), a
 Docker engine for ``sam build``, the SAM CLI, the bucket name and the region.
-:func:`check_run` decides from a run's parameters and steps which of those apply.
+:func:`check_sam_local` checks the SAM CLI, a Docker engine and the Dockerfile's base image (AWS's,
+or the means to build its stand-in). :func:`check_run` decides from a run's parameters and steps
+which of those apply.
 Nothing here changes anything, locally or on AWS.
 """
 
@@ -141,6 +144,20 @@ def check_sam() -> list[Problem]:
     return []
 
 
+def check_sam_local() -> list[Problem]:
+    """What ``target=sam-local`` needs: the SAM CLI, a Docker engine, and the base image (present,
+    or the files to build its stand-in; a pull is tried only when the build needs it)."""
+    problems = check_sam() + check_docker()
+    if problems:
+        return problems
+    from mnist_lambda.image import base
+
+    if (why := base.base_problem()) is not None:
+        fix = f"`docker pull {base.base_tag()}` where that registry is reachable, or {why[1]}"
+        return [Problem("base image", why[0], fix)]
+    return []
+
+
 def caller_identity(
     region: str, timeout: float = 5.0, session: Any = None
 ) -> tuple[dict[str, Any] | None, list[Problem]]:
@@ -227,7 +244,8 @@ def check_run(
     base: Mapping[str, Mapping[str, Any]] | None = None,
     out: IO[str] | None = None,
 ) -> list[Problem]:
-    """:func:`check_aws` for a ``mnist-lambda run``, for its steps that run with ``target=aws``.
+    """:func:`check_aws` and :func:`check_sam_local` for a ``mnist-lambda run``, for its steps
+    that run with ``target=aws`` or ``sam-local``.
 
     Each step's values are its notebook's defaults, then ``base`` (a replay's per-step
     parameters), then ``parameters`` (``-p``), as the runner applies them. ``out``: as in
@@ -241,12 +259,15 @@ def check_run(
         return []  # runner.run says which steps are unknown
     buckets: list[str] = []
     regions: list[str] = []
-    building = aws = False
+    building = aws = sam_local = False
     for step in selected:
         declared = notebook_defaults([step.notebook])
         given = {k: v for k, v in parameters.items() if k in declared}
         values = {**declared, **(base or {}).get(step.name, {}), **given}
-        if "target" not in declared or values["target"] != "aws":
+        if "target" not in declared or values["target"] not in ("aws", "sam-local"):
+            continue
+        if values["target"] == "sam-local":
+            sam_local = True
             continue
         aws = True
         if "bucket" in declared and str(values["bucket"]) not in buckets:
@@ -254,21 +275,22 @@ def check_run(
         if str(values.get("region") or "") not in regions:
             regions.append(str(values.get("region") or ""))
         building |= step.name == "deploy" and not values.get("teardown")
+    problems = check_sam_local() if sam_local else []
     if not aws:
-        return []
-    problems = check_aws(buckets[0] if buckets else None, regions[0], docker=building, out=out)
+        return problems
+    problems += check_aws(buckets[0] if buckets else None, regions[0], docker=building, out=out)
     for region in regions[1:]:
         problems += check_region(region)
     for bucket in buckets[1:]:
         problems += check_bucket(bucket)
-    return problems
+    return list(dict.fromkeys(problems))  # Docker and SAM once, when both targets need them
 
 
 def report(problems: Sequence[Problem], file: IO[str] | None = None) -> int:
     """Print the problems for a person; the exit status a command should return (2, or 0)."""
     out = file or sys.stderr
     if problems:
-        print("error: not ready for target=aws:", file=out)
+        print("error: not ready to run (the target's needs are missing):", file=out)
         for problem in problems:
             print(f"  - {problem}", file=out)
     return 2 if problems else 0

@@ -1,10 +1,16 @@
-"""Where a run's S3 and endpoint live, ``local`` or ``aws``: decided here and nowhere else.
+"""Where a run's S3 and endpoint live, ``local``, ``sam-local`` or ``aws``: decided here only.
 
 - ``local``: one local-stack process per run folder (found again through its
   ``local_stack.json``) provides S3 and the function behind the API front. The upload step starts
   it with no function environment, for its S3 only (:func:`s3_client` with ``start=True``, no
   deploy settings needed); the deploy step (:func:`deploy`) then deploys the function on it with
   the trained model and the requested instances (a redeploy: the next request is a cold start).
+- ``sam-local``: the image itself, built and served by the real tools. The upload step starts the
+  run's local stack for its S3 only, listening at the Docker bridge's gateway so that a
+  container reaches it; the deploy step stages the SAM project in ``<run>/sam/`` (template,
+  OpenAPI, build context with the trained model), runs ``sam build`` and starts ``sam local
+  start-api --warm-containers EAGER`` (detached, recorded there) with the function principal's
+  credentials and the S3 endpoint in ``--env-vars``. Needs a Docker engine.
 - ``aws``: S3 through boto3's own credential chain (``AWS_PROFILE``, environment, SSO...); deploy
   runs ``sam validate``, ``sam build`` and ``sam deploy`` and reads the URL from the stack outputs.
 """
@@ -16,8 +22,12 @@ from pathlib import Path
 from typing import Any
 
 from mnist_lambda import aws_deploy, local_stack, record, s3_data
+from mnist_lambda.image import docker_engine, sam_local
+from mnist_lambda.local_stack.cfn_template import BUCKET_PARAMETER
 
-TARGETS = ("local", "aws")
+TARGETS = ("local", "sam-local", "aws")
+LOCAL_TARGETS = ("local", "sam-local")  # S3 is the run's local stack
+SAM_PROJECT_DIR = "sam"  # <run>/sam: the SAM project that sam-local builds and serves
 DEFAULT_BUCKET = local_stack.DEFAULT_BUCKET  # the local stack's data bucket
 LOCAL_INSTANCES = 2  # function environments deploy starts (04_deploy's default)
 
@@ -52,7 +62,9 @@ def s3_client(target: str, run_dir: Path, region: str, bucket: str, start: bool 
         return boto3.Session(region_name=region).client("s3")
     info = local_stack.read(run_dir)
     if info is None and start:
-        info = local_stack.start(run_dir, bucket=bucket, instances=0)  # S3 only: deploy deploys
+        # S3 only (deploy deploys); for a container, at the Docker bridge's gateway
+        host = docker_engine.bridge_gateway() if target == "sam-local" else ""
+        info = local_stack.start(run_dir, bucket=bucket, instances=0, s3_host=host)
         print(f"local stack started in {run_dir}: S3 at {info.s3_url}", flush=True)
     if info is None:
         raise RuntimeError(f"no local stack runs in {run_dir}: run 03_upload_to_s3 first")
@@ -84,11 +96,14 @@ def deploy(
     stage: str = "dev",
     memory_size: int = 0,
 ) -> Deployment:
-    """Start or update the function and API on ``target``; return where ``POST /predict`` is."""
+    """Start or update the function and API on ``target``; return where ``POST /predict`` is.
+    ``memory_size`` (MB; 0 keeps the template's default) reaches the function on every target."""
+    parameters = {"Stage": stage, BUCKET_PARAMETER: bucket, "MemorySize": memory_size or ""}
     if check_target(target) == "local":
-        info = _deploy_local(run_dir, Path(model_path), bucket, instances)
+        info = _deploy_local(run_dir, Path(model_path), bucket, instances, memory_size)
         return Deployment("local", info.predict_url, info.memory_mb, region, "local", instances)
-    parameters = {"Stage": stage, "DataBucketName": bucket, "MemorySize": memory_size or ""}
+    if target == "sam-local":
+        return _deploy_sam_local(run_dir, Path(model_path), parameters)
     aws_deploy.run(aws_deploy.validate_command(region=region))
     aws_deploy.run(aws_deploy.build_command())
     aws_deploy.run(aws_deploy.deploy_command(stack_name, region, parameters))
@@ -98,23 +113,61 @@ def deploy(
 
 
 def _deploy_local(
-    run_dir: Path, model_path: Path, bucket: str, instances: int
+    run_dir: Path, model_path: Path, bucket: str, instances: int, memory_size: int = 0
 ) -> local_stack.StackInfo:
     """Fresh environments serving ``model_path`` on the run's stack (its S3 objects kept)."""
     model_path = model_path.resolve()
+    memory = {"MemorySize": str(memory_size)} if memory_size else {}
     if local_stack.read(run_dir) is None:
         print(f"starting the local stack in {run_dir} (S3 is empty: upload first)", flush=True)
         return local_stack.start(
-            run_dir, bucket=bucket, instances=instances, model_path=model_path
+            run_dir,
+            bucket=bucket,
+            instances=instances,
+            model_path=model_path,
+            extra_args=[f"--parameter={k}={v}" for k, v in memory.items()],
         )
-    return local_stack.redeploy(run_dir, model_path=str(model_path), instances=instances)
+    return local_stack.redeploy(
+        run_dir, model_path=str(model_path), instances=instances, parameters=memory
+    )
+
+
+def _deploy_sam_local(run_dir: Path, model_path: Path, parameters: dict[str, Any]) -> Deployment:
+    """``sam build`` the run's model into the image, then ``sam local start-api`` on it."""
+    info = local_stack.read(run_dir)
+    if info is None:
+        raise RuntimeError(
+            f"no local stack runs in {run_dir}: run 03_upload_to_s3 with target='sam-local' first"
+        )
+    gateway = docker_engine.bridge_gateway()
+    if f"//{gateway}:" not in info.s3_url:
+        raise RuntimeError(
+            f"the run's S3 listens at {info.s3_url}, which a container cannot reach: stop the "
+            f"stack (04_deploy with teardown=True) and upload again with target='sam-local' "
+            f"(S3 then listens at the Docker bridge's gateway, {gateway})"
+        )
+    project = sam_local.stage_project(run_dir / SAM_PROJECT_DIR, model_path.resolve())
+    sam_local.sam_build(project, echo=True)
+    env_vars = sam_local.write_env_vars(project, info.s3_url)
+    api = sam_local.start_api(
+        project,
+        parameters=parameters,
+        env_vars=env_vars,
+        credentials=info.function_credentials,
+        region=info.region,
+    )
+    print(f"sam local start-api (pid {api.pid}), log {api.log_file}", flush=True)
+    memory_mb = int(parameters["MemorySize"] or local_stack.template_memory_mb())
+    return Deployment("sam-local", api.predict_url, memory_mb, info.region, "sam-local", 1)
 
 
 def teardown(target: str, run_dir: Path, *, bucket: str, region: str, stack_name: str) -> str:
     """Delete what deploy and upload made; return what was done."""
-    if check_target(target) == "local":
+    if check_target(target) in LOCAL_TARGETS:
+        stopped = sam_local.stop_api(run_dir / SAM_PROJECT_DIR)
         local_stack.stop(run_dir)
-        return "local stack stopped (its S3 objects with it)"
+        api = "sam local start-api and its containers, " if stopped else ""
+        return f"{api}local stack stopped (its S3 objects with it)"
     import boto3
 
     aws_deploy.run(aws_deploy.delete_command(stack_name, region))
@@ -123,8 +176,9 @@ def teardown(target: str, run_dir: Path, *, bucket: str, region: str, stack_name
 
 
 def stop_local(run_dir: Path) -> bool:
-    """Stop the run's local stack if one runs; True when it did."""
+    """Stop the run's local stack and ``sam local start-api`` if they run; True when one did."""
+    stopped = sam_local.stop_api(run_dir / SAM_PROJECT_DIR)
     if local_stack.read(run_dir) is None:
-        return False
+        return stopped
     local_stack.stop(run_dir)
     return True

@@ -285,7 +285,7 @@ def test_check_aws_names_every_missing_piece(
     out = io.StringIO()
     assert preflight.report(problems, file=out) == 2
     text = out.getvalue()
-    assert text.startswith("error: not ready for target=aws:")
+    assert text.startswith("error: not ready to run (the target's needs are missing):")
     assert "set AWS_PROFILE or run `aws configure`" in text
 
 

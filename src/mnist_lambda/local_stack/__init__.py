@@ -52,6 +52,7 @@ class StackInfo:
     generation: int
     state_file: Path
     s3_credentials: Mapping[str, str] = field(default_factory=dict)  # an S3 administrator's keys
+    function_credentials: Mapping[str, str] = field(default_factory=dict)  # the function's keys
     api_url: str = ""
     stage: str = ""
     port: int = 0
@@ -149,10 +150,12 @@ def start(
     model_path: Path | None = None,
     port: int = 0,
     s3_port: int = 0,
+    s3_host: str = "",
     extra_args: Sequence[str] = (),
 ) -> StackInfo:
     """Start a detached stack recorded in ``state_dir``, or return the one running there whatever
-    the arguments. ``extra_args`` go to ``mnist-lambda serve`` as they are."""
+    the arguments. ``s3_host``: where S3 listens (default 127.0.0.1; the Docker bridge's gateway
+    for a function in a container). ``extra_args`` go to ``mnist-lambda serve`` as they are."""
     state_dir = Path(state_dir)
     state_dir.mkdir(parents=True, exist_ok=True)
     state_file, log_file = state_dir / STATE_FILE_NAME, state_dir / LOG_FILE_NAME
@@ -164,6 +167,7 @@ def start(
         cmd = [sys.executable, "-m", "mnist_lambda.local_stack", "--state-file", str(state_file)]
         cmd += ["--instances", str(instances), "--bucket", bucket]
         cmd += ["--port", str(port), "--s3-port", str(s3_port)]
+        cmd += ["--s3-host", s3_host] if s3_host else []
         paths = {"--app-dir": app_dir, "--template": template, "--model-path": model_path}
         for flag, path in paths.items():
             if path is not None:

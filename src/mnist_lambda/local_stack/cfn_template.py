@@ -28,6 +28,8 @@ IMPLICIT_API = "ServerlessRestApi"
 IMPLICIT_STAGE = "Prod"  # the stage SAM gives the implicit API
 DEFAULT_HANDLER = "lambda_predict.lambda_handler"
 ACCOUNT_ID = "123456789012"
+FUNCTION_ID = "PredictFunction"  # the function's logical id in the project's templates
+BUCKET_PARAMETER = "DataBucketName"  # the template parameter that names the data bucket
 
 _NO_VALUE = object()
 
@@ -349,7 +351,7 @@ def function_settings(
     template_path: Path | str | None = None,
     overrides: Mapping[str, str] | None = None,
     *,
-    function: str = "PredictFunction",
+    function: str = FUNCTION_ID,
 ) -> FunctionSettings:
     """``function``'s settings in ``template_path`` (default: the project's template)."""
     if template_path is None:

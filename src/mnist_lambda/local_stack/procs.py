@@ -30,10 +30,10 @@ _LIBC = ctypes.CDLL(None, use_errno=True)
 _SPAWNER = ThreadPoolExecutor(max_workers=1, thread_name_prefix="local-stack-spawner")
 
 
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that is free now."""
+def free_port(host: str = HOST) -> int:
+    """A TCP port on ``host`` (127.0.0.1) that is free now."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((HOST, 0))
+        sock.bind((host, 0))
         return int(sock.getsockname()[1])
 
 
@@ -120,14 +120,14 @@ def kill_tree(proc: subprocess.Popen[bytes], timeout: float = 5.0) -> None:
             proc.wait(timeout)
 
 
-def wait_port(port: int, proc: subprocess.Popen[bytes], timeout: float) -> None:
-    """Wait until ``port`` accepts connections; raise if ``proc`` exits or time runs out."""
+def wait_port(port: int, proc: subprocess.Popen[bytes], timeout: float, host: str = HOST) -> None:
+    """Wait until ``host:port`` accepts connections; raise if ``proc`` exits or time runs out."""
     deadline = time.monotonic() + timeout
-    while not port_open(port):
+    while not port_open(port, host):
         if proc.poll() is not None:
             raise RuntimeError(
                 f"process {proc.pid} exited with {proc.returncode} before listening on port {port}"
             )
         if time.monotonic() > deadline:
-            raise TimeoutError(f"nothing listening on {HOST}:{port} after {timeout:.0f} s")
+            raise TimeoutError(f"nothing listening on {host}:{port} after {timeout:.0f} s")
         time.sleep(0.02)

@@ -92,7 +92,7 @@ def provision(url: str, region: str, policies: Sequence[Mapping[str, Any]]) -> C
 
 
 class S3Server:
-    """A moto endpoint on 127.0.0.1 (``port=0``: a free port) with IAM enforced."""
+    """A moto endpoint on ``host`` (127.0.0.1; ``port=0``: a free port) with IAM enforced."""
 
     def __init__(
         self,
@@ -101,8 +101,10 @@ class S3Server:
         policies: Sequence[Mapping[str, Any]] = (),
         *,
         enforce_iam: bool = True,  # False: any credentials do anything (the handler's unit tests)
+        host: str = procs.HOST,  # the Docker bridge's gateway for a function in a container
     ) -> None:
         self.port, self.region, self.policies = port, region, list(policies)
+        self.host = host
         self.enforce_iam = enforce_iam
         self.proc: subprocess.Popen[bytes] | None = None
         self.credentials: Credentials | None = None
@@ -110,7 +112,7 @@ class S3Server:
 
     @property
     def url(self) -> str:
-        return f"http://{procs.HOST}:{self.port}"
+        return f"http://{self.host}:{self.port}"
 
     @property
     def pid(self) -> int | None:
@@ -122,17 +124,17 @@ class S3Server:
     def start(self, timeout: float = 30.0) -> str:
         """Start moto, create the IAM users, and return the endpoint URL."""
         fixed = self.port != 0
-        if fixed and procs.port_open(self.port):
+        if fixed and procs.port_open(self.port, self.host):
             raise RuntimeError(f"S3 port {self.port} is already in use")
         env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "MOTO_"))}
         env |= SERVER_ENV if self.enforce_iam else {}
         for attempt in range(1 if fixed else 3):
-            port = self.port if fixed else procs.free_port()
-            cmd = [sys.executable, "-m", "moto.server", "-H", procs.HOST, "-p", str(port)]
+            port = self.port if fixed else procs.free_port(self.host)
+            cmd = [sys.executable, "-m", "moto.server", "-H", self.host, "-p", str(port)]
             proc = procs.spawn(cmd, env=env, stderr=subprocess.STDOUT)
             threading.Thread(target=self._pump, args=(proc,), daemon=True).start()
             try:
-                procs.wait_port(port, proc, timeout)
+                procs.wait_port(port, proc, timeout, host=self.host)
                 break
             except (RuntimeError, TimeoutError) as exc:
                 procs.kill_tree(proc)

@@ -29,6 +29,7 @@ from mnist_lambda.aws_limits import API_GATEWAY_TIMEOUT_S
 from mnist_lambda.local_stack import DEFAULT_BUCKET, DEFAULT_REGION, DEPLOY_REQUEST_NAME, procs
 from mnist_lambda.local_stack.api_front import ApiFront
 from mnist_lambda.local_stack.cfn_template import (
+    BUCKET_PARAMETER,
     StackSpec,
     TemplateError,
     load_stack_spec,
@@ -43,7 +44,6 @@ from mnist_lambda.record import atomic_write_json
 
 log = logging.getLogger("mnist_lambda.local_stack")
 
-BUCKET_PARAMETER = "DataBucketName"  # the template parameter that names the data bucket
 _READY_LINE = (
     "ready: POST {predict_url} (S3 {s3_url}, bucket {bucket}, {instances} instance(s); "
     "Python {python}, user {user}; {limits})"
@@ -56,7 +56,7 @@ class LocalStack:
 
     def __init__(self, args: argparse.Namespace) -> None:
         self.args = args
-        self.s3 = S3Server(args.s3_port, args.region)
+        self.s3 = S3Server(args.s3_port, args.region, host=args.s3_host)
         self.pools: dict[str, FunctionPool] = {}
         self.front: ApiFront | None = None
         self.sandbox: Sandbox | None = None
@@ -139,6 +139,9 @@ class LocalStack:
             "routes": routes,
             "s3_url": self.s3.url,
             "s3_credentials": self.s3.credentials.admin.as_kwargs(),
+            # the function principal's keys (its template policy): for a function run elsewhere
+            # against this S3, such as `sam local` in a container
+            "function_credentials": self.s3.credentials.function.as_kwargs(),
             "bucket": args.bucket,
             "region": args.region,
             "sandbox": self.sandbox.describe(),
@@ -241,6 +244,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     add = p.add_argument
     add("--port", type=int, default=0, help="API port (default: a free port)")
     add("--s3-port", type=int, default=0, help="S3 port (default: a free port)")
+    s3_host_help = (
+        f"S3 address (default: {procs.HOST}); the Docker bridge's gateway lets a container "
+        "(`sam local`) reach it"
+    )
+    add("--s3-host", default=procs.HOST, help=s3_host_help)
     add("--instances", type=int, default=1, help="environments (concurrency); 0: none yet")
     add("--bucket", default=DEFAULT_BUCKET, help=f"data bucket (default: {DEFAULT_BUCKET})")
     add("--template", type=Path, help="SAM template (default: <repo>/template_no_auth.yaml)")

@@ -183,6 +183,17 @@ def build(
     return Build(python, runtime, deps, recipe.python_version)
 
 
+def stage_model(model_dir: Path, model_path: Path) -> None:
+    """``model_dir`` (made anew) holds ``model_path`` and the files that travel with it: its
+    ``manifest.json`` and ``model-requirements.txt``, when they are beside it."""
+    shutil.rmtree(model_dir, ignore_errors=True)
+    model_dir.mkdir(parents=True, mode=0o755)
+    shutil.copy2(model_path, model_dir / model_path.name)
+    for name in ("manifest.json", model_requirements.FILE_NAME):
+        if (beside := model_path.with_name(name)).exists():
+            shutil.copy2(beside, model_dir / name)
+
+
 def stage_app(app_dir: Path, dest: Path, python: Python, model_path: Path | None = None) -> Path:
     """Copy ``app_dir`` to ``dest`` as ``COPY lambda_app/`` would (modes kept), byte-compile it.
     ``model_path`` (with the ``manifest.json`` and model requirements beside it) replaces
@@ -191,14 +202,7 @@ def stage_app(app_dir: Path, dest: Path, python: Python, model_path: Path | None
     ignored = [ln[14:] for ln in lines if ln.startswith("lambda_app/**/")]  # as Docker would
     shutil.copytree(app_dir, dest, ignore=shutil.ignore_patterns(*ignored))
     if model_path is not None:
-        model_dir = dest / "model"
-        shutil.rmtree(model_dir, ignore_errors=True)
-        model_dir.mkdir(mode=0o755)
-        model_path = Path(model_path)
-        shutil.copy2(model_path, model_dir / model_path.name)
-        for name in ("manifest.json", model_requirements.FILE_NAME):
-            if (beside := model_path.with_name(name)).exists():
-                shutil.copy2(beside, model_dir / name)
+        stage_model(dest / "model", Path(model_path))
     subprocess.run([python.executable, "-m", "compileall", "-q", str(dest)], check=False)
     dest.chmod(0o755)
     return dest

@@ -51,6 +51,7 @@ import numpy as np
 
 from mnist_lambda import local_stack, pricing
 from mnist_lambda.client import Client, EndpointError
+from mnist_lambda.local_stack.cfn_template import FUNCTION_ID
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -70,7 +71,6 @@ LOCAL_DEFAULT_ENVIRONMENTS = 4
 REQUEST_TIMEOUT_S = 35.0
 """Client timeout of one request (longer than API Gateway's 29 s integration timeout)."""
 MEMORY_RANGE_MB = (128, 10240)
-FUNCTION = "PredictFunction"
 
 
 # --- the trace ----------------------------------------------------------------------------
@@ -374,13 +374,13 @@ def _resolved(
     from mnist_lambda.local_stack.cfn_template import load_stack_spec
 
     spec = load_stack_spec(template, overrides)
-    name = FUNCTION if FUNCTION in spec.functions else next(iter(spec.functions))
+    name = FUNCTION_ID if FUNCTION_ID in spec.functions else next(iter(spec.functions))
     api = next((r.api for r in spec.routes if r.function == name), "")
     t = spec.throttling.get(api)
     return spec.functions[name], (None if t is None else (t.rate_limit, t.burst_limit))
 
 
-def architecture(template: Path, function: str = FUNCTION) -> str:
+def architecture(template: Path, function: str = FUNCTION_ID) -> str:
     """The function's ``Architectures`` in the template (or its Globals), else x86_64."""
     from mnist_lambda.local_stack.cfn_template import load_template
 
