@@ -41,5 +41,12 @@ quiet_pip .tools/iac-scan/bin/python -m pip install --quiet --disable-pip-versio
 # The function's task root as the image has it (requirements for the image's Python and
 # platform, the runtime interface client): built now, so `serve` works offline afterwards.
 .venv/bin/python -m mnist_lambda.local_stack.task_root
+# The Dockerfile's base image (AWS's, or its stand-in from the files above) where an engine
+# answers; without one, the tests marked `docker` skip and say why.
+if problem=$(.venv/bin/python -c "from mnist_lambda.image.docker_engine import engine_problem as p; print(p() or '')") && [ -z "$problem" ]; then
+  .venv/bin/mnist-lambda image base || echo "setup: the base image is not ready (see above); the docker tests will say why" >&2
+else
+  echo "setup: no Docker engine ($problem): the tests marked docker will skip"
+fi
 touch .venv/.installed
 echo "setup: .venv/ is ready"

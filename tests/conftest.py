@@ -74,9 +74,33 @@ def pytest_report_header(config: pytest.Config) -> str:
     return f"mnist data: {choose_mnist_source().description}"
 
 
+DOCKER_SKIP_REASON = "needs a Docker engine"
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Tests marked ``docker`` skip, with one reason, where no Docker engine answers."""
+    docker_tests = [item for item in items if item.get_closest_marker("docker")]
+    if not docker_tests:
+        return
+    from mnist_lambda.image.docker_engine import engine_problem
+
+    if (problem := engine_problem()) is not None:
+        skip = pytest.mark.skip(reason=f"{DOCKER_SKIP_REASON}: {problem}")
+        for item in docker_tests:
+            item.add_marker(skip)
+
+
 def pytest_terminal_summary(terminalreporter, exitstatus, config) -> None:
     # Also at the end, since -q hides the header.
     terminalreporter.write_line(f"mnist data: {choose_mnist_source().description}")
+    reasons = [
+        report.longrepr[2]
+        for report in terminalreporter.stats.get("skipped", [])
+        if isinstance(report.longrepr, tuple) and DOCKER_SKIP_REASON in report.longrepr[2]
+    ]
+    if reasons:
+        reason = reasons[0].removeprefix("Skipped: ")
+        terminalreporter.write_line(f"docker: {len(reasons)} tests skipped ({reason})")
 
 
 def _read_idx(path: Path, offset: int) -> np.ndarray:

@@ -266,8 +266,8 @@ def check_run(
         values = {**declared, **(base or {}).get(step.name, {}), **given}
         if "target" not in declared or values["target"] not in ("aws", "sam-local"):
             continue
-        if values["target"] == "sam-local":
-            sam_local = True
+        if values["target"] == "sam-local":  # a teardown only stops processes
+            sam_local |= not (step.name == "deploy" and values.get("teardown"))
             continue
         aws = True
         if "bucket" in declared and str(values["bucket"]) not in buckets:

@@ -313,3 +313,50 @@ def test_real_lambda_app_behind_the_stack(tmp_path: Path, request: pytest.Fixtur
         assert result.body == expected
     finally:
         local_stack.stop(state_dir)
+
+
+def _memory_limit_mb(pid: int) -> float:
+    """The memory limit of the cgroup ``pid`` is in (v1 or v2), in MB."""
+    from mnist_lambda.aws_limits import MIB
+    from mnist_lambda.local_stack.sandbox import _mounts
+
+    mounts = _mounts()
+    for line in Path(f"/proc/{pid}/cgroup").read_text().splitlines():
+        _, controllers, path = line.split(":", 2)
+        if "memory" in controllers.split(",") and "memory" in mounts:
+            limit = mounts["memory"] / path.lstrip("/") / "memory.limit_in_bytes"
+            return int(limit.read_text()) / MIB
+        if controllers == "" and "unified" in mounts and "memory" not in mounts:
+            return int((mounts["unified"] / path.lstrip("/") / "memory.max").read_text()) / MIB
+    raise AssertionError(f"process {pid} is in no memory cgroup")
+
+
+@pytest.mark.e2e
+def test_memory_size_reaches_the_environment_on_the_local_target(
+    tmp_path: Path, small_model_path: Path
+) -> None:
+    """04_deploy's ``memory_size`` on ``target=local``: the deployment says it, and each
+    environment's memory cgroup enforces it."""
+    from mnist_lambda import targets
+
+    run_dir = tmp_path / "run"
+    targets.s3_client("local", run_dir, "us-east-1", targets.DEFAULT_BUCKET, start=True)
+    try:
+        for memory_mb in (512, 1024):
+            deployment = targets.deploy(
+                "local",
+                run_dir,
+                model_path=small_model_path,
+                bucket=targets.DEFAULT_BUCKET,
+                region="us-east-1",
+                instances=1,
+                memory_size=memory_mb,
+            )
+            info = local_stack.read(run_dir)
+            assert info is not None and deployment.memory_mb == info.memory_mb == memory_mb
+            if not info.raw["sandbox"]["limits"].startswith("enforced"):
+                pytest.skip(info.raw["sandbox"]["limits"])
+            (pid,) = info.emulator_pids
+            assert _memory_limit_mb(pid) == memory_mb
+    finally:
+        targets.stop_local(run_dir)

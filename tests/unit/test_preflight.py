@@ -318,6 +318,34 @@ def test_check_run_applies_only_to_aws_steps(
     assert [p.check for p in teardown] == ["credentials"]
 
 
+def test_check_run_for_sam_local_needs_docker_and_no_aws(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setenv("PATH", str(tmp_path))  # no docker
+    problems = preflight.check_run({"target": "sam-local"}, ["upload", "deploy", "evaluate"])
+    assert [p.check for p in problems] == ["docker"]  # once, and no AWS credentials
+    assert "install Docker" in problems[0].fix
+    teardown = {"target": "sam-local", "teardown": True}
+    assert preflight.check_run(teardown, ["deploy"]) == []  # stopping needs no engine
+    out = io.StringIO()
+    assert preflight.report(problems, file=out) == 2
+    assert "no `docker` command on PATH" in out.getvalue()
+
+
+def test_sam_local_with_an_engine_checks_the_base_image(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """An engine answers but the base image is neither here nor buildable: say what to do."""
+    from mnist_lambda.image import base
+
+    monkeypatch.setenv("PATH", str(fake_docker(tmp_path / "bin", "echo 27.0.0")))
+    why = ("public.ecr.aws/lambda/python:3.12 is not here", "install CPython 3.12")
+    monkeypatch.setattr(base, "base_problem", lambda: why)
+    (problem,) = preflight.check_sam_local()
+    assert problem.check == "base image" and problem.message == why[0]
+    assert "docker pull public.ecr.aws/lambda/python:3.12" in problem.fix and why[1] in problem.fix
+
+
 @pytest.mark.usefixtures("no_aws")
 def test_check_run_reads_a_replays_parameters() -> None:
     base = {"upload": {"target": "aws", "bucket": "Bad_Bucket", "region": "us-east-1"}}

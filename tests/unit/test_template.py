@@ -102,7 +102,11 @@ def test_function_shape(function):
 
 
 def test_environment_matches_what_the_handler_reads(function):
-    variables = function["Properties"]["Environment"]["Variables"]
+    variables = dict(function["Properties"]["Environment"]["Variables"])
+    # read by boto3 itself, and only when S3EndpointUrl is set (local testing)
+    assert variables.pop("AWS_ENDPOINT_URL_S3") == {
+        "Fn::If": ["HasS3EndpointUrl", {"Ref": "S3EndpointUrl"}, {"Ref": "AWS::NoValue"}]
+    }
     assert set(variables) == {"ALLOWED_BUCKETS", "MAX_OBJECT_BYTES", "LOG_LEVEL", "OUTPUT_PREFIX"}
     assert variables["ALLOWED_BUCKETS"] == {"Fn::Sub": "${DataBucketName}/${DataKeyPrefix}"}
     assert variables["MAX_OBJECT_BYTES"] == {"Ref": "MaxObjectBytes"}
@@ -197,3 +201,42 @@ def test_outputs_reference_real_logical_ids(template):
     for name in re.findall(r"\$\{([^}!]+)\}", url):
         assert name in known, f"${{{name}}} is not a resource, parameter or pseudo parameter"
     assert outputs["FunctionName"]["Value"] == {"Ref": "PredictFunction"}
+
+
+def _translated(template: dict[str, Any], monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
+    """The template as the SAM translator gives it to CloudFormation (offline: an image URI as
+    `sam deploy` fills it in, a region)."""
+    import copy
+
+    from samtranslator.parser.parser import Parser
+    from samtranslator.translator.translator import Translator
+
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+    template = copy.deepcopy(template)
+    image = "123456789012.dkr.ecr.us-east-1.amazonaws.com/mnist-predict:1"
+    template["Resources"]["PredictFunction"]["Properties"]["ImageUri"] = image
+    return Translator(managed_policy_map={}, sam_parser=Parser()).translate(
+        template, parameter_values={"DataBucketName": "my-data"}
+    )
+
+
+@pytest.mark.parametrize("endpoint", ["", "http://172.17.0.1:4566"])
+def test_the_s3_endpoint_reaches_the_function_only_when_set(
+    template, monkeypatch: pytest.MonkeyPatch, endpoint: str
+) -> None:
+    """S3EndpointUrl (local testing) sets AWS_ENDPOINT_URL_S3; empty, the default and what AWS
+    gets, the SAM-translated function has no such variable once CloudFormation resolves it."""
+    from mnist_lambda.local_stack.cfn_template import _Resolver
+
+    assert template["Parameters"]["S3EndpointUrl"]["Default"] == ""
+    translated = _translated(template, monkeypatch)
+    function = translated["Resources"]["PredictFunction"]
+    assert function["Type"] == "AWS::Lambda::Function"
+    overrides = {"DataBucketName": "my-data", "S3EndpointUrl": endpoint}
+    resolver = _Resolver(translated, overrides, "us-east-1")
+    variables = resolver.resolve(function["Properties"]["Environment"])["Variables"]
+    if endpoint:
+        assert variables["AWS_ENDPOINT_URL_S3"] == endpoint
+    else:
+        assert "AWS_ENDPOINT_URL_S3" not in variables
+    assert variables["ALLOWED_BUCKETS"] == "my-data/"

@@ -8,8 +8,9 @@ Dockerfile builds unchanged. The stand-in has the layout and start-up chain of t
 - ``/var/lang``: this machine's CPython of the Dockerfile's version (script shebangs rewritten),
   with pip, minus its test suite, IDLE and Tk;
 - ``/usr/lib64`` (``/lib64`` points there): the shared libraries that ``ldd`` names for that
-  interpreter, its extension modules and the runtime client, plus ``libstdc++`` and
-  ``libgcc_s`` (which manylinux wheels such as onnxruntime expect from the system), from glibc;
+  interpreter, its extension modules and the runtime client, plus the ones a manylinux wheel
+  (onnxruntime, say) may expect from the system: glibc's and its stubs (``libdl``,
+  ``libpthread``...), ``libgcc_s`` and ``libstdc++``;
 - ``/usr/bin``: Debian's static busybox, one link per applet (``/bin`` points there);
 - ``/var/runtime``: ``awslambdaric`` at the lock's version (the same folder the local stack
   mounts there) and a ``bootstrap`` that starts it as AWS's does;
@@ -43,11 +44,24 @@ from mnist_lambda.local_stack import task_root
 REPOSITORY = "public.ecr.aws/lambda/python"
 STAND_IN_LABEL = "mnist-lambda.stand-in"
 INPUTS_LABEL = "mnist-lambda.inputs"
-BUILDER_VERSION = "1"  # bump when the stand-in's layout changes
+BUILDER_VERSION = "2"  # bump when the stand-in's layout changes
 BUSYBOX = Path("/bin/busybox")  # Debian's busybox-static
 CA_BUNDLE_SOURCES = ("/etc/ssl/certs/ca-certificates.crt", "/etc/pki/tls/certs/ca-bundle.crt")
 IMAGE_CA_BUNDLE = "etc/pki/tls/certs/ca-bundle.crt"
-SYSTEM_LIBS = ("libstdc++.so.6", "libgcc_s.so.1")  # what manylinux wheels take from the system
+# What a manylinux wheel may take from the system (the manylinux policy's core libraries; the
+# X11, GL and GLib ones left out): glibc's, with its compatibility stubs, and the C++ runtime.
+SYSTEM_LIBS = (
+    "libc.so.6",
+    "libm.so.6",
+    "libdl.so.2",
+    "librt.so.1",
+    "libpthread.so.0",
+    "libutil.so.1",
+    "libresolv.so.2",
+    "libnsl.so.1",
+    "libgcc_s.so.1",
+    "libstdc++.so.6",
+)
 SKIPPED_STDLIB = ("test", "idlelib", "tkinter", "turtledemo", "ensurepip", "lib2to3")
 LAMBDA_USER = "sbx_user1051"  # the user Lambda runs functions as
 ENTRYPOINT_SH = """#!/bin/sh
@@ -177,14 +191,14 @@ def _shared_libraries(binaries: list[Path]) -> set[Path]:
     return found
 
 
-def _system_library(name: str) -> Path:
-    """Where this machine's dynamic linker finds the 64-bit ``name`` (``ldconfig -p``)."""
+def _system_library(name: str) -> Path | None:
+    """Where this machine's dynamic linker finds the 64-bit ``name`` (``ldconfig -p``), if any."""
     done = subprocess.run(["/sbin/ldconfig", "-p"], capture_output=True, text=True)
     for line in done.stdout.splitlines():
         head, _, path = line.partition("=>")
         if head.split() and head.split()[0] == name and "64" in head:
             return Path(path.strip())
-    raise BaseImageError(f"no {name} on this machine (ldconfig -p)")
+    return None
 
 
 class _RootFs:
@@ -303,9 +317,9 @@ def _write_root(rootfs: _RootFs, inputs: StandInInputs) -> None:
     elves = rootfs.tree("var/lang/lib", prefix / "lib", skip=skip)
     rootfs.mkdir("var/lang/include")
     _lang_bin(rootfs, python)
-    elves.append(Path(python.executable))
+    elves += [Path(python.executable), inputs.busybox]  # busybox: static, ldd names nothing
     elves += rootfs.tree("var/runtime", inputs.runtime_dir)
-    libraries = _shared_libraries(elves) | {_system_library(name) for name in SYSTEM_LIBS}
+    libraries = _shared_libraries(elves) | set(filter(None, map(_system_library, SYSTEM_LIBS)))
     for library in sorted(libraries):
         if str(library).startswith(str(prefix)):
             continue  # libpython: already under /var/lang/lib

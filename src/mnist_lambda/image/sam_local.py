@@ -19,8 +19,10 @@ touched).
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -45,7 +47,6 @@ BUILD_DIR = ".aws-sam/build"
 ENV_VARS_FILE = "env-vars.json"
 API_STATE_FILE = "sam_local_api.json"
 API_LOG_FILE = "sam_local_api.log"
-PROJECT_FILES = (aws_deploy.TEMPLATE, "openapi")
 API_START_TIMEOUT_S = 300  # the first start builds SAM's own layer on the image
 INVOKE_TIMEOUT_S = 300
 
@@ -56,14 +57,19 @@ class SamLocalError(RuntimeError):
 
 def stage_project(dest: Path, model_path: Path | None = None) -> Path:
     """A SAM project in ``dest`` (made anew): template, OpenAPI and the build context with
-    ``model_path`` as the function's model."""
+    ``model_path`` as the function's model. The image's tag (``DockerTag``) gets the model's
+    SHA-256 prefix, so that two projects never build over each other's image."""
     build.stage_context(dest, model_path)
-    for name in PROJECT_FILES:
-        source = project_root() / name
-        if source.is_dir():
-            shutil.copytree(source, dest / name)
-        else:
-            shutil.copy2(source, dest / name)
+    shutil.copytree(project_root() / "openapi", dest / "openapi")
+    model = next((dest / "lambda_app" / "model").glob("model.*"))
+    suffix = hashlib.sha256(model.read_bytes()).hexdigest()[:12]
+    template = (project_root() / aws_deploy.TEMPLATE).read_text(encoding="utf-8")
+    template, found = re.subn(
+        r"^(\s*DockerTag:\s*)(\S+)\s*$", rf"\1\2-{suffix}", template, flags=re.MULTILINE
+    )
+    if found != 1:
+        raise SamLocalError(f"{aws_deploy.TEMPLATE}: expected one DockerTag, found {found}")
+    (dest / aws_deploy.TEMPLATE).write_text(template, encoding="utf-8")
     return dest
 
 
