@@ -59,9 +59,11 @@ PREDICT_SLICE_ROWS = 1024
 """Rows predicted between two checks of the time budget."""
 MIN_PREDICT_MS = 200
 """Time the predict step needs to be worth starting."""
-RESPONSE_LIMIT_BYTES = 6 * 1024 * 1024
-"""Lambda's synchronous response payload limit (6 MB; the response as the runtime sends it, a
-JSON document). Lambda does not deliver a larger one (API Gateway answers 502): 413 instead."""
+RESPONSE_LIMIT_BYTES = 6_291_556
+"""Lambda's synchronous response payload limit (the response as the runtime sends it, a JSON
+document). Lambda does not deliver a larger one (API Gateway answers 502): 413 instead. A copy
+of ``mnist_lambda.aws_limits.LAMBDA_RESPONSE_BYTES`` (the image does not ship the project);
+tests/unit/test_platform_facts.py proves the two equal."""
 
 logs.configure(os.environ.get("LOG_LEVEL"))
 LOGGER = logging.getLogger(f"{logs.LOGGER_NAME}.handler")

@@ -21,7 +21,8 @@ from mnist_serving.schema import N_PIXELS
 
 STANDARD_DOMAINS = frozenset({"", "ai.onnx", "ai.onnx.ml"})
 FULL_VCPU_MB = 1769
-"""Lambda's MemorySize for one full vCPU."""
+"""Lambda's MemorySize for one full vCPU. A copy of ``mnist_lambda.aws_limits.MB_PER_VCPU`` (the
+image does not ship the project); tests/unit/test_platform_facts.py proves the two equal."""
 
 
 def operator_domains(model_bytes: bytes) -> set[str]:

@@ -38,6 +38,17 @@ DEFAULT_TIMEOUT_S = 3
 DEFAULT_MEMORY_MB = 128
 """Function ``MemorySize`` when the template sets none (SAM's default)."""
 
+MEMORY_SIZE_RANGE_MB = (128, 10240)
+"""The ``MemorySize`` values Lambda accepts, in MB (inclusive)."""
+
+
+def check_memory_size(memory_mb: int) -> int:
+    """``memory_mb`` if Lambda accepts it as ``MemorySize``, else a ValueError saying the range."""
+    low, high = MEMORY_SIZE_RANGE_MB
+    if not low <= int(memory_mb) <= high:
+        raise ValueError(f"MemorySize must be {low}-{high} MB, not {memory_mb}")
+    return int(memory_mb)
+
 
 def vcpu_share(memory_mb: int, cores: int) -> float:
     """Lambda's CPU share for ``memory_mb``, in vCPUs, capped at ``cores``."""

@@ -190,7 +190,7 @@ def test_apply_refuses_what_it_cannot_edit(tmp_path: Path) -> None:
     path.write_text("Parameters:\n  Stage:\n    Default: dev\nResources:\n  MemorySize: 1\n")
     with pytest.raises(template.TemplateEditError, match="no Parameters: MemorySize: Default"):
         template.set_memory_default(path, 1024)
-    with pytest.raises(ValueError, match="outside 128-10240"):
+    with pytest.raises(ValueError, match="must be 128-10240 MB"):
         template.set_memory_default(path, 64)
 
 

@@ -9,10 +9,9 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+from mnist_lambda.aws_limits import check_memory_size
 from mnist_lambda.record import atomic_path
 
-MIN_MEMORY_MB, MAX_MEMORY_MB = 128, 10240
-"""Lambda's MemorySize range."""
 PARAMETER = "MemorySize"
 
 _KEY = re.compile(r"^(?P<indent> *)(?P<key>[A-Za-z0-9_]+):")
@@ -55,8 +54,7 @@ def default_line(lines: list[str], parameter: str = PARAMETER) -> int:
 
 def set_memory_default(template: Path, memory_mb: int) -> int:
     """Write ``memory_mb`` as the ``MemorySize`` parameter's default; return the old default."""
-    if not MIN_MEMORY_MB <= int(memory_mb) <= MAX_MEMORY_MB:
-        raise ValueError(f"MemorySize {memory_mb} is outside {MIN_MEMORY_MB}-{MAX_MEMORY_MB} MB")
+    check_memory_size(memory_mb)
     text = Path(template).read_bytes().decode("utf-8")  # bytes: CRLF line endings survive
     lines = re.findall(r"[^\n]*\n|[^\n]+$", text)
     try:

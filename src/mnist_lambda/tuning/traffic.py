@@ -50,6 +50,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from mnist_lambda import local_stack, pricing
+from mnist_lambda.aws_limits import check_memory_size
 from mnist_lambda.client import Client, EndpointError
 from mnist_lambda.local_stack.cfn_template import FUNCTION_ID
 
@@ -70,7 +71,6 @@ LOCAL_DEFAULT_ENVIRONMENTS = 4
 """N when the template reserves no concurrency (ReservedConcurrency 0 = unreserved)."""
 REQUEST_TIMEOUT_S = 35.0
 """Client timeout of one request (longer than API Gateway's 29 s integration timeout)."""
-MEMORY_RANGE_MB = (128, 10240)
 
 
 # --- the trace ----------------------------------------------------------------------------
@@ -414,8 +414,8 @@ def what_if(
     check_bounds(rates, duration_s)
     if environments is not None and not 1 <= environments <= MAX_ENVIRONMENTS:
         raise ValueError(f"environments must be 1..{MAX_ENVIRONMENTS}, got {environments}")
-    if memory_mb is not None and not MEMORY_RANGE_MB[0] <= memory_mb <= MEMORY_RANGE_MB[1]:
-        raise ValueError(f"memory must be {MEMORY_RANGE_MB[0]}..{MEMORY_RANGE_MB[1]} MB")
+    if memory_mb is not None:
+        check_memory_size(memory_mb)
     if throttle is not None and not (throttle[0] >= 1 and int(throttle[1]) >= 1):
         raise ValueError(f"stage throttle (rate, burst) must be >= (1, 1), got {throttle}")
     info = local_stack.read(state_dir) or info

@@ -39,6 +39,7 @@ from typing import Any
 import numpy as np
 
 from mnist_lambda import record
+from mnist_lambda.aws_limits import MEMORY_SIZE_RANGE_MB
 from mnist_lambda.tuning import recommend as rules
 from mnist_lambda.tuning import report, sweep, variants
 
@@ -53,9 +54,8 @@ class TuneError(RuntimeError):
 
 
 def parse_memory(text: str | Sequence[int]) -> tuple[int, ...]:
-    """``"512,1024"`` (or a list) -> (512, 1024), each 128-10240 MB, in the order given."""
-    from mnist_lambda.tuning.template import MAX_MEMORY_MB, MIN_MEMORY_MB
-
+    """``"512,1024"`` (or a list) -> (512, 1024), each a MemorySize Lambda accepts, in the
+    order given."""
     items = text.replace(" ", "").split(",") if isinstance(text, str) else list(text)
     try:
         values = tuple(dict.fromkeys(int(v) for v in items if str(v)))
@@ -63,9 +63,9 @@ def parse_memory(text: str | Sequence[int]) -> tuple[int, ...]:
         raise ValueError(f"memory list {text!r}: comma-separated MB values expected") from None
     if not values:
         raise ValueError("the memory list is empty")
-    bad = [v for v in values if not MIN_MEMORY_MB <= v <= MAX_MEMORY_MB]
-    if bad:
-        raise ValueError(f"MemorySize must be {MIN_MEMORY_MB}-{MAX_MEMORY_MB} MB, not {bad}")
+    low, high = MEMORY_SIZE_RANGE_MB
+    if bad := [v for v in values if not low <= v <= high]:
+        raise ValueError(f"MemorySize must be {low}-{high} MB, not {bad}")
     return values
 
 
