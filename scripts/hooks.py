@@ -36,7 +36,7 @@ def check_yaml(paths: Iterable[str]) -> list[str]:
     """Problems parsing each file as a single YAML document with CloudFormation tags allowed."""
     import yaml
 
-    from mnist_lambda.local_stack.cfn_template import load_template_text
+    from mnist_lambda.template.reader import load_template_text
 
     problems = []
     for path in paths:

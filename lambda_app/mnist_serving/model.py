@@ -1,8 +1,9 @@
 """A numpy-only digit classifier: PCA projection then distance-weighted k-nearest neighbours.
 
-The model is trained with scikit-learn (see ``mnist_lambda.training``) and exported to a plain
-``.npz`` file of arrays, which loads with ``allow_pickle=False``: loading it runs no code, and
-serving needs numpy alone (no scikit-learn, scipy or pandas in the image, a short cold start).
+The model is trained with scikit-learn (see ``mnist_lambda.modeling.training``) and exported
+to a plain ``.npz`` file of arrays, which loads with ``allow_pickle=False``: loading it runs no
+code, and serving needs numpy alone (no scikit-learn, scipy or pandas in the image, a short
+cold start).
 Predictions follow ``sklearn.neighbors.KNeighborsClassifier(weights="distance")``: weights are
 1/distance, an exact match (distance 0) takes all the weight; ``predict_proba`` is the share of
 the weight of each class, ``predict`` the class of the largest share (a tie: the smaller label).

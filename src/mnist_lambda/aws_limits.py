@@ -1,6 +1,6 @@
 """AWS platform limits, named once. What *our* function is configured with (timeout, memory,
 object size, throttling) is not here: it is read from the SAM template
-(:mod:`mnist_lambda.local_stack.cfn_template`).
+(:mod:`mnist_lambda.template.reader`).
 
 Sources: the Lambda quotas page (payloads, ``/tmp``, memory), "Configuring Lambda function
 memory" (CPU in proportion to memory, one full vCPU at 1,769 MB), and the API Gateway quotas page

@@ -12,13 +12,13 @@ import sys
 from collections.abc import Sequence
 
 COMMANDS = {
-    "run": "mnist_lambda.run_command",
-    "params": "mnist_lambda.params_command",
+    "run": "mnist_lambda.commands.run",
+    "params": "mnist_lambda.commands.params",
     "serve": "mnist_lambda.local_stack.supervisor",
-    "predict-batch": "mnist_lambda.batch.command",
+    "predict-batch": "mnist_lambda.commands.predict_batch",
     "bench": "mnist_lambda.bench",
-    "tune": "mnist_lambda.tuning.command",
-    "image": "mnist_lambda.image.command",
+    "tune": "mnist_lambda.commands.tune",
+    "image": "mnist_lambda.commands.image",
 }
 
 

@@ -20,8 +20,9 @@ import pytest
 from repo_paths import TEMPLATE
 
 from mnist_lambda.image import base, docker_engine, sam_local
-from mnist_lambda.local_stack.cfn_template import FUNCTION_ID, load_stack_spec
 from mnist_lambda.local_stack.s3_server import S3Server
+from mnist_lambda.template import FUNCTION_ID
+from mnist_lambda.template.reader import load_stack_spec
 from mnist_serving.loading import load_model
 
 BUCKET, PREFIX = "mnist-data", "inputs/"  # what events/*.json ask for

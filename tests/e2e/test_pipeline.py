@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 from repo_paths import ROOT
 
-from mnist_lambda import runner
+from mnist_lambda.pipeline import runner
 
 CLI = [sys.executable, "-m", "mnist_lambda.cli"]
 
@@ -99,7 +99,7 @@ def test_run_writes_the_whole_record(trained_run: Path, mnist_source, mnist_xy) 
 
 @pytest.mark.e2e
 def test_run_states_what_it_did(trained_run: Path) -> None:
-    from mnist_lambda import report
+    from mnist_lambda.pipeline import report
 
     state = json.loads((trained_run / "run_state.json").read_text())
     assert set(state) == {"sample", "train"}  # what each step handed on, nothing else
@@ -115,7 +115,7 @@ def test_run_states_what_it_did(trained_run: Path) -> None:
 
 
 def test_fallback_to_the_sample_is_a_warning(tmp_path: Path) -> None:
-    from mnist_lambda import record, report
+    from mnist_lambda.pipeline import record, report
 
     record.update_state(tmp_path, "sample", data_source="auto", fell_back=True)
     assert report.fallback_warning(tmp_path).startswith("WARNING: data_source=auto fell back")
@@ -290,7 +290,7 @@ def test_the_report_shows_the_memory_sweep_and_the_traffic_what_if(full_run: Pat
     assert all(r["served"] > 0 and r["other_errors"] == 0 for r in traffic["rates"])
     for name in ("tune", "traffic"):
         assert (full_run / "figures" / f"{name}.png").stat().st_size > 10_000
-    from mnist_lambda.report import summary_text
+    from mnist_lambda.pipeline.report import summary_text
 
     assert f"MemorySize pick         {rec['memory_mb']:,} MB of 885/1769/3008" in summary_text(
         full_run

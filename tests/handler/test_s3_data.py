@@ -6,7 +6,8 @@ import boto3
 import numpy as np
 import pytest
 
-from mnist_lambda import aws_deploy, endpoint, s3_data
+from mnist_lambda import endpoint
+from mnist_lambda.deploy import aws_deploy, s3_data
 
 
 @pytest.fixture(scope="module")

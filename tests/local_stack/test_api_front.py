@@ -20,12 +20,12 @@ from polling import wait_until
 
 from mnist_lambda.local_stack import procs
 from mnist_lambda.local_stack.api_front import ApiFront
-from mnist_lambda.local_stack.cfn_template import Throttle, load_stack_spec
 from mnist_lambda.local_stack.lambda_emulator import (
     FunctionPool,
     InvokeResult,
     function_environment,
 )
+from mnist_lambda.template.reader import Throttle, load_stack_spec
 
 pytestmark = pytest.mark.timeout(60)
 

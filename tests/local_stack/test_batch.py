@@ -24,7 +24,7 @@ from urllib3.util.retry import RequestHistory
 
 from mnist_lambda import aws_limits, batch, cli
 from mnist_lambda.client import DEFAULT_MAX_ATTEMPTS, Client, EndpointError, Result, make_retry
-from mnist_lambda.local_stack.cfn_template import function_settings
+from mnist_lambda.template.reader import function_settings
 from mnist_serving.model import load
 
 PROBA_ATOL = 1e-5
@@ -682,8 +682,8 @@ def test_throttling_429_from_the_api_front_is_retried(tmp_path):
     from echo_app import write_throttled_echo_app
 
     from mnist_lambda.local_stack.api_front import ApiFront
-    from mnist_lambda.local_stack.cfn_template import load_stack_spec
     from mnist_lambda.local_stack.lambda_emulator import InvokeResult
+    from mnist_lambda.template.reader import load_stack_spec
 
     invoked: list[bytes] = []
 

@@ -12,7 +12,7 @@ from repo_paths import ROOT
 from mnist_lambda import cli
 from mnist_lambda.bench import probes, run
 from mnist_lambda.bench.profile import TUTORIAL_MEMORY_MB, Profile
-from mnist_lambda.local_stack.cfn_template import function_settings
+from mnist_lambda.template.reader import function_settings
 
 
 def test_proc_helpers_read_this_process():

@@ -336,10 +336,10 @@ def test_without_root_the_stack_runs_and_says_what_is_not_enforced(
     probe_app, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The unprivileged path (no mounts, no user switch, no cgroups), in-process, as root too."""
-    from mnist_lambda.local_stack.cfn_template import load_stack_spec
     from mnist_lambda.local_stack.lambda_emulator import FunctionPool, function_environment
     from mnist_lambda.local_stack.sandbox import Cgroups, LimitsUnavailable, Sandbox
     from mnist_lambda.local_stack.task_root import build
+    from mnist_lambda.template.reader import load_stack_spec
 
     app, template = probe_app
     with monkeypatch.context() as m:

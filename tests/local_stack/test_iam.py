@@ -21,8 +21,8 @@ from botocore.exceptions import ClientError
 from repo_paths import TEMPLATE
 
 from mnist_lambda.local_stack import s3_server as iam
-from mnist_lambda.local_stack.cfn_template import load_stack_spec
 from mnist_lambda.local_stack.s3_server import S3Server
+from mnist_lambda.template.reader import load_stack_spec
 
 REGION = "us-east-1"
 BUCKET = "mnist-data"  # S3 (and moto) reject names shorter than 3 characters

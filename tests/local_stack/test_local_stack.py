@@ -21,10 +21,10 @@ from serve_process import ServeProcess
 from mnist_lambda import local_stack
 from mnist_lambda.client import predict
 from mnist_lambda.local_stack import make_s3_client, procs
-from mnist_lambda.local_stack.cfn_template import load_stack_spec
 from mnist_lambda.local_stack.lambda_emulator import find_rie, function_environment
 from mnist_lambda.local_stack.s3_server import S3Server
 from mnist_lambda.local_stack.supervisor import serve_main
+from mnist_lambda.template.reader import load_stack_spec
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -337,7 +337,7 @@ def test_memory_size_reaches_the_environment_on_the_local_target(
 ) -> None:
     """04_deploy's ``memory_size`` on ``target=local``: the deployment says it, and each
     environment's memory cgroup enforces it."""
-    from mnist_lambda import targets
+    from mnist_lambda.deploy import targets
 
     run_dir = tmp_path / "run"
     targets.s3_client("local", run_dir, "us-east-1", targets.DEFAULT_BUCKET, start=True)

@@ -11,8 +11,9 @@ import pytest
 from real_stack import PREFIX, npy_bytes, predict, real_stack
 from repo_paths import LAMBDA_APP
 
-from mnist_lambda import local_stack, model_requirements
+from mnist_lambda import local_stack
 from mnist_lambda.local_stack.task_root import build
+from mnist_lambda.modeling import model_requirements
 
 
 @pytest.fixture(scope="module")

@@ -129,8 +129,8 @@ def test_cli_sweeps_the_tutorial_too_and_applies(
     from repo_paths import TEMPLATE
 
     from mnist_lambda import cli
-    from mnist_lambda.local_stack.cfn_template import load_template
-    from mnist_lambda.sampling import Split
+    from mnist_lambda.modeling.sampling import Split
+    from mnist_lambda.template.reader import load_template
 
     x, y = mnist_xy
     run = tmp_path / "run"

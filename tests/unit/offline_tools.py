@@ -28,6 +28,6 @@ def no_network_env(home: Path, drop_prefixes: tuple[str, ...] = ("AWS_",)) -> di
 
 def load_cfn(path: Path) -> dict[str, Any]:
     """Parse a CloudFormation/SAM YAML template, short tags included (the local stack's reader)."""
-    from mnist_lambda.local_stack.cfn_template import load_template
+    from mnist_lambda.template.reader import load_template
 
     return load_template(path)

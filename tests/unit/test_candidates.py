@@ -9,13 +9,13 @@ import numpy as np
 import pytest
 import user_candidates
 
-from mnist_lambda import candidates, figures, onnx_export
+from mnist_lambda.modeling import candidates, figures, onnx_export
 from mnist_serving import loading
 
 
 @pytest.fixture(scope="module")
 def split(mnist_xy):
-    from mnist_lambda.sampling import sample_and_split
+    from mnist_lambda.modeling.sampling import sample_and_split
 
     x, y = mnist_xy
     return sample_and_split(x[:3000], y[:3000], n_samples=1500, random_state=0)

@@ -8,7 +8,7 @@ import pytest
 from repo_paths import TEMPLATE
 
 from mnist_lambda import aws_limits
-from mnist_lambda.local_stack.cfn_template import (
+from mnist_lambda.template.reader import (
     Route,
     TemplateError,
     function_settings,

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from mnist_lambda import data
+from mnist_lambda.modeling import data
 
 
 def write_idx(path: Path, magic: int, array: np.ndarray, *, gz: bool = True) -> Path:

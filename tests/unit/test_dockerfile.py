@@ -20,7 +20,7 @@ from packaging.requirements import Requirement
 from packaging.specifiers import SpecifierSet
 from repo_paths import LAMBDA_APP, ROOT
 
-from mnist_lambda import model_requirements
+from mnist_lambda.modeling import model_requirements
 
 DOCKERFILE = ROOT / "Dockerfile"
 HADOLINT = Path(sys.executable).parent / "hadolint"

@@ -13,7 +13,7 @@ import onnx
 import pytest
 import user_candidates
 
-from mnist_lambda import candidates, model_requirements, onnx_export
+from mnist_lambda.modeling import candidates, model_requirements, onnx_export
 from mnist_serving import loading
 from mnist_serving.model import file_sha256
 from mnist_serving.onnx_model import STANDARD_DOMAINS, operator_domains
@@ -39,7 +39,7 @@ MANIFEST_KEYS = {
 
 @pytest.fixture(scope="module")
 def split(mnist_xy):
-    from mnist_lambda.sampling import sample_and_split
+    from mnist_lambda.modeling.sampling import sample_and_split
 
     x, y = mnist_xy
     return sample_and_split(x[:3000], y[:3000], n_samples=1500, random_state=0)

@@ -16,7 +16,7 @@ import pytest
 from botocore.exceptions import ConnectTimeoutError, EndpointConnectionError
 from botocore.stub import Stubber
 
-from mnist_lambda import preflight
+from mnist_lambda.pipeline import preflight
 
 IDENTITY = {
     "UserId": "AIDEXAMPLE",

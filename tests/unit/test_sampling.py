@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from mnist_lambda.sampling import Split, sample_and_split
+from mnist_lambda.modeling.sampling import Split, sample_and_split
 
 
 def test_split_sizes_dtypes_and_reproducibility(mnist_xy) -> None:

@@ -15,7 +15,7 @@ import pytest
 from offline_tools import load_cfn, no_network_env
 from repo_paths import LAMBDA_APP, OPENAPI, ROOT, TEMPLATE
 
-from mnist_lambda import model_requirements
+from mnist_lambda.modeling import model_requirements
 
 CHECKOV = ROOT / ".tools" / "iac-scan" / "bin" / "checkov"
 

@@ -226,7 +226,7 @@ def test_the_s3_endpoint_reaches_the_function_only_when_set(
 ) -> None:
     """S3EndpointUrl (local testing) sets AWS_ENDPOINT_URL_S3; empty, the default and what AWS
     gets, the SAM-translated function has no such variable once CloudFormation resolves it."""
-    from mnist_lambda.local_stack.cfn_template import _Resolver
+    from mnist_lambda.template.reader import _Resolver
 
     assert template["Parameters"]["S3EndpointUrl"]["Default"] == ""
     translated = _translated(template, monkeypatch)

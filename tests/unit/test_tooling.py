@@ -84,7 +84,7 @@ def test_every_hook_selects_the_files_it_is_for() -> None:
     selected = {h["id"]: lint.select(h, files, tags, cfg) for h in lint.local_hooks(cfg)}
     assert all(selected.values()), [k for k, v in selected.items() if not v]
     assert "notebooks/02_train_model.ipynb" in selected["ruff-check"]
-    assert "src/mnist_lambda/preflight.py" in selected["ruff-format"]
+    assert "src/mnist_lambda/pipeline/preflight.py" in selected["ruff-format"]
     assert all(f.endswith(".ipynb") for f in selected["nbstripout"])
     assert selected["cfn-lint"] == ["template_no_auth.yaml"]
     assert selected["hadolint"] == ["Dockerfile"]

@@ -9,13 +9,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from mnist_lambda import training
+from mnist_lambda.modeling import training
 from mnist_serving import model as serving_model
 
 
 @pytest.fixture(scope="module")
 def split(mnist_xy):
-    from mnist_lambda.sampling import sample_and_split
+    from mnist_lambda.modeling.sampling import sample_and_split
 
     x, y = mnist_xy
     return sample_and_split(x, y, n_samples=4000, random_state=0)

@@ -15,8 +15,10 @@ import pytest
 from repo_paths import TEMPLATE
 
 from mnist_lambda import cli, endpoint, pricing
-from mnist_lambda.local_stack.cfn_template import load_template
-from mnist_lambda.tuning import command, recommend, report, sweep, template, tune, variants
+from mnist_lambda.commands import tune as command
+from mnist_lambda.template import edit as template
+from mnist_lambda.template.reader import load_template
+from mnist_lambda.tuning import recommend, report, sweep, tune, variants
 
 # --- prices -------------------------------------------------------------------------------
 
@@ -198,7 +200,7 @@ def test_apply_refuses_what_it_cannot_edit(tmp_path: Path) -> None:
 
 
 def make_run(folder: Path, model: Path, x: np.ndarray, y: np.ndarray) -> Path:
-    from mnist_lambda.sampling import Split
+    from mnist_lambda.modeling.sampling import Split
 
     (folder / "model").mkdir(parents=True)
     shutil.copy(model, folder / "model" / "model.npz")

@@ -14,16 +14,16 @@ well inside all of them:
    (urllib3 retries of 429/502/503/504 with backoff and jitter) (:mod:`.run`);
 4. keep every answered chunk in a progress record (:mod:`.progress`), so that an interrupted
    batch run again with the same arguments sends only the chunks still missing;
-5. write one predictions file whose row ``i`` is the label of input row ``i`` (:mod:`.command`
-   is ``mnist-lambda predict-batch``); with ``--return probabilities``
-   (``run_batch(..., return_probabilities=True)``) the file also holds every row's class
-   probabilities and the classes (a ``.json`` object or an ``.npz`` of arrays).
+5. write one predictions file whose row ``i`` is the label of input row ``i``
+   (``mnist-lambda predict-batch`` is :mod:`mnist_lambda.commands.predict_batch`); with
+   ``--return probabilities`` (``run_batch(..., return_probabilities=True)``) the file also
+   holds every row's class probabilities and the classes (a ``.json`` object or an ``.npz``
+   of arrays).
 
 Lambda's own concurrency is the scale-out engine: each concurrent call gets its own execution
 environment. Locally, ``mnist-lambda serve --instances N`` stands in for it.
 """
 
-from mnist_lambda.batch.command import add_arguments, main
 from mnist_lambda.batch.files import (
     check_destination,
     load_npy,
@@ -57,11 +57,9 @@ __all__ = [
     "BatchResult",
     "ChunkPlan",
     "Progress",
-    "add_arguments",
     "batch_identity",
     "check_destination",
     "load_npy",
-    "main",
     "measure_throughput",
     "parse_s3_url",
     "plan_chunks",

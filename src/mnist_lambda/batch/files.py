@@ -9,7 +9,7 @@ from typing import Any
 
 import numpy as np
 
-from mnist_lambda import record
+from mnist_lambda.pipeline import record
 from mnist_serving.predictions import Predictions
 from mnist_serving.schema import N_PIXELS
 

@@ -100,7 +100,7 @@ def plan_chunks(
     if REQUEST_BODY_BYTES * 2 > API_GATEWAY_PAYLOAD_BYTES:  # pragma: no cover - constants
         raise AssertionError("request body bound exceeds the request limit")
     if time_limit_s is None or max_object_bytes is None:
-        from mnist_lambda.local_stack.cfn_template import function_settings
+        from mnist_lambda.template.reader import function_settings
 
         settings = function_settings()
         time_limit_s = settings.function.timeout if time_limit_s is None else time_limit_s

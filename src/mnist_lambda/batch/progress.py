@@ -29,8 +29,8 @@ from typing import Any
 
 import numpy as np
 
-from mnist_lambda import record
 from mnist_lambda.batch.plan import ChunkPlan
+from mnist_lambda.pipeline import record
 from mnist_serving.predictions import Predictions
 
 RECORD_VERSION = 1

@@ -76,7 +76,7 @@ class BatchResult:
 
 
 def _npy(pixels: np.ndarray) -> bytes:
-    from mnist_lambda.s3_data import npy_bytes
+    from mnist_lambda.deploy.s3_data import npy_bytes
 
     return npy_bytes(pixels)
 

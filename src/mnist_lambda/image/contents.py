@@ -12,9 +12,9 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
-from mnist_lambda import model_requirements
 from mnist_lambda.image import docker_engine
 from mnist_lambda.local_stack import task_root
+from mnist_lambda.modeling import model_requirements
 from mnist_lambda.paths import lambda_app_dir
 
 IMAGE_TASK_ROOT = "/var/task"

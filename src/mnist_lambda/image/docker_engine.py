@@ -15,7 +15,7 @@ from collections.abc import Sequence
 
 import psutil
 
-from mnist_lambda import preflight
+from mnist_lambda.pipeline import preflight
 
 BRIDGE_NETWORK = "bridge"
 

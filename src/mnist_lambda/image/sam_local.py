@@ -36,12 +36,12 @@ from typing import Any
 
 import psutil
 
-from mnist_lambda import aws_deploy
+from mnist_lambda.deploy import aws_deploy
 from mnist_lambda.image import base, build
 from mnist_lambda.local_stack import procs
-from mnist_lambda.local_stack.cfn_template import FUNCTION_ID
 from mnist_lambda.paths import project_root
-from mnist_lambda.record import atomic_write_json
+from mnist_lambda.pipeline.record import atomic_write_json
+from mnist_lambda.template import FUNCTION_ID, TEMPLATE_NAME, template_path
 
 BUILD_DIR = ".aws-sam/build"
 ENV_VARS_FILE = "env-vars.json"
@@ -63,13 +63,13 @@ def stage_project(dest: Path, model_path: Path | None = None) -> Path:
     shutil.copytree(project_root() / "openapi", dest / "openapi")
     model = next((dest / "lambda_app" / "model").glob("model.*"))
     suffix = hashlib.sha256(model.read_bytes()).hexdigest()[:12]
-    template = (project_root() / aws_deploy.TEMPLATE).read_text(encoding="utf-8")
+    template = template_path().read_text(encoding="utf-8")
     template, found = re.subn(
         r"^(\s*DockerTag:\s*)(\S+)\s*$", rf"\1\2-{suffix}", template, flags=re.MULTILINE
     )
     if found != 1:
-        raise SamLocalError(f"{aws_deploy.TEMPLATE}: expected one DockerTag, found {found}")
-    (dest / aws_deploy.TEMPLATE).write_text(template, encoding="utf-8")
+        raise SamLocalError(f"{TEMPLATE_NAME}: expected one DockerTag, found {found}")
+    (dest / TEMPLATE_NAME).write_text(template, encoding="utf-8")
     return dest
 
 
@@ -106,7 +106,7 @@ def _run(cmd: Sequence[str], cwd: Path, env: Mapping[str, str], timeout: float) 
 def sam_build(project: Path, *, echo: bool = False) -> Path:
     """``sam build`` of ``project`` (the base image made ready first); the built template."""
     base.ensure_base()
-    cmd = [aws_deploy.sam_executable(), "build", "--template", aws_deploy.TEMPLATE]
+    cmd = [aws_deploy.sam_executable(), "build", "--template", TEMPLATE_NAME]
     cmd += ["--build-dir", BUILD_DIR]
     if echo:
         print("$", " ".join(["sam", *cmd[1:]]), flush=True)

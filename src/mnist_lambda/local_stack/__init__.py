@@ -225,7 +225,7 @@ def redeploy(state_dir: Path, timeout: float = 60, **settings: Any) -> StackInfo
     if (info := read(state_dir)) is None:
         raise RuntimeError(f"no local stack is running in {state_dir}")
     if settings:
-        from mnist_lambda.record import atomic_write_json
+        from mnist_lambda.pipeline.record import atomic_write_json
 
         atomic_write_json(Path(state_dir) / DEPLOY_REQUEST_NAME, settings)
     os.kill(info.pid, signal.SIGHUP)
@@ -241,6 +241,6 @@ def redeploy(state_dir: Path, timeout: float = 60, **settings: Any) -> StackInfo
 
 def template_memory_mb(template: Path | None = None) -> int:
     """The function memory the template configures by default, in MB."""
-    from mnist_lambda.local_stack.cfn_template import function_settings
+    from mnist_lambda.template.reader import function_settings
 
     return function_settings(template).function.memory_size

@@ -32,13 +32,13 @@ from mnist_lambda.aws_limits import (
     LAMBDA_REQUEST_BYTES,
 )
 from mnist_lambda.local_stack import procs
-from mnist_lambda.local_stack.cfn_template import ACCOUNT_ID, Route, StackSpec, Throttle
 from mnist_lambda.local_stack.lambda_emulator import (
     FunctionPool,
     FunctionThrottled,
     GatewayTimeout,
     InvokeResult,
 )
+from mnist_lambda.template.reader import ACCOUNT_ID, Route, StackSpec, Throttle
 
 if TYPE_CHECKING:
     from _typeshed.wsgi import StartResponse, WSGIEnvironment

@@ -28,13 +28,13 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from mnist_lambda import model_requirements
 from mnist_lambda.aws_limits import LAMBDA_RESPONSE_BYTES
 from mnist_lambda.local_stack import procs
-from mnist_lambda.local_stack.cfn_template import FunctionSpec
 from mnist_lambda.local_stack.sandbox import Sandbox
 from mnist_lambda.local_stack.snapstart import SnapshotEnvironment
 from mnist_lambda.local_stack.task_root import build, stage_app
+from mnist_lambda.modeling import model_requirements
+from mnist_lambda.template.reader import FunctionSpec
 
 log = logging.getLogger("mnist_lambda.local_stack.lambda")
 

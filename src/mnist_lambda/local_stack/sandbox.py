@@ -22,8 +22,8 @@ from pathlib import Path
 import psutil
 
 from mnist_lambda.aws_limits import MIB, vcpu_share
-from mnist_lambda.local_stack.cfn_template import FunctionSpec
 from mnist_lambda.local_stack.task_root import Build
+from mnist_lambda.template.reader import FunctionSpec
 
 CFS_PERIOD_US = 100_000
 SANDBOX_USER = (65534, 65534)  # nobody:nogroup, on every Linux

@@ -28,19 +28,19 @@ import psutil
 from mnist_lambda.aws_limits import API_GATEWAY_TIMEOUT_S
 from mnist_lambda.local_stack import DEFAULT_BUCKET, DEFAULT_REGION, DEPLOY_REQUEST_NAME, procs
 from mnist_lambda.local_stack.api_front import ApiFront
-from mnist_lambda.local_stack.cfn_template import (
-    BUCKET_PARAMETER,
+from mnist_lambda.local_stack.lambda_emulator import FunctionPool, function_environment
+from mnist_lambda.local_stack.s3_server import S3Server
+from mnist_lambda.local_stack.sandbox import Sandbox
+from mnist_lambda.local_stack.task_root import TaskRootError, build
+from mnist_lambda.paths import lambda_app_dir
+from mnist_lambda.pipeline.record import atomic_write_json
+from mnist_lambda.template import BUCKET_PARAMETER, TEMPLATE_NAME, template_path
+from mnist_lambda.template.reader import (
     StackSpec,
     TemplateError,
     load_stack_spec,
     load_template,
 )
-from mnist_lambda.local_stack.lambda_emulator import FunctionPool, function_environment
-from mnist_lambda.local_stack.s3_server import S3Server
-from mnist_lambda.local_stack.sandbox import Sandbox
-from mnist_lambda.local_stack.task_root import TaskRootError, build
-from mnist_lambda.paths import lambda_app_dir, project_root
-from mnist_lambda.record import atomic_write_json
 
 log = logging.getLogger("mnist_lambda.local_stack")
 
@@ -239,7 +239,7 @@ EXAMPLES = """examples:
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     """The ``mnist-lambda serve`` options."""
-    p.set_defaults(template=project_root() / "template_no_auth.yaml", app_dir=lambda_app_dir())
+    p.set_defaults(template=template_path(), app_dir=lambda_app_dir())
     p.set_defaults(timeout=API_GATEWAY_TIMEOUT_S, parameter=[], env=[])
     add = p.add_argument
     add("--port", type=int, default=0, help="API port (default: a free port)")
@@ -251,7 +251,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     add("--s3-host", default=procs.HOST, help=s3_host_help)
     add("--instances", type=int, default=1, help="environments (concurrency); 0: none yet")
     add("--bucket", default=DEFAULT_BUCKET, help=f"data bucket (default: {DEFAULT_BUCKET})")
-    add("--template", type=Path, help="SAM template (default: <repo>/template_no_auth.yaml)")
+    add("--template", type=Path, help=f"SAM template (default: <repo>/{TEMPLATE_NAME})")
     add("--app-dir", type=Path, help="function code, the task root (default: <repo>/lambda_app)")
     add("--model-path", type=Path, help="serve this model (.npz or .onnx, with its manifest)")
     add("--state-file", type=Path, help="also write the ready JSON here; removed on shutdown")

@@ -23,7 +23,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from mnist_lambda import model_requirements
+from mnist_lambda.modeling import model_requirements
 from mnist_lambda.paths import project_root
 
 BUILD_DIR_NAME = ".lambda"

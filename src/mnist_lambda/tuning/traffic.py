@@ -52,7 +52,7 @@ import numpy as np
 from mnist_lambda import local_stack, pricing
 from mnist_lambda.aws_limits import check_memory_size
 from mnist_lambda.client import Client, EndpointError
-from mnist_lambda.local_stack.cfn_template import FUNCTION_ID
+from mnist_lambda.template import FUNCTION_ID, template_path
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -353,7 +353,7 @@ def run_trace(
 
 def _stack_settings(info: local_stack.StackInfo) -> tuple[Path, dict[str, str], dict[str, Any]]:
     """The stack's template, its parameter overrides and the template's parameter defaults."""
-    from mnist_lambda.local_stack.cfn_template import load_template
+    from mnist_lambda.template.reader import load_template
 
     template = Path(info.raw.get("template") or local_stack_template())
     overrides = {str(k): str(v) for k, v in (info.raw.get("parameters") or {}).items()}
@@ -362,16 +362,15 @@ def _stack_settings(info: local_stack.StackInfo) -> tuple[Path, dict[str, str], 
 
 
 def local_stack_template() -> Path:
-    from mnist_lambda.paths import project_root
 
-    return project_root() / "template_no_auth.yaml"
+    return template_path()
 
 
 def _resolved(
     template: Path, overrides: Mapping[str, str]
 ) -> tuple[Any, tuple[float, int] | None]:
     """The function's spec and its stage throttle (rate, burst) with ``overrides``."""
-    from mnist_lambda.local_stack.cfn_template import load_stack_spec
+    from mnist_lambda.template.reader import load_stack_spec
 
     spec = load_stack_spec(template, overrides)
     name = FUNCTION_ID if FUNCTION_ID in spec.functions else next(iter(spec.functions))
@@ -382,7 +381,7 @@ def _resolved(
 
 def architecture(template: Path, function: str = FUNCTION_ID) -> str:
     """The function's ``Architectures`` in the template (or its Globals), else x86_64."""
-    from mnist_lambda.local_stack.cfn_template import load_template
+    from mnist_lambda.template.reader import load_template
 
     data = load_template(template)
     props = ((data["Resources"].get(function) or {}).get("Properties")) or {}

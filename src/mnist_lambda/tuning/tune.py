@@ -38,8 +38,9 @@ from typing import Any
 
 import numpy as np
 
-from mnist_lambda import record
 from mnist_lambda.aws_limits import MEMORY_SIZE_RANGE_MB
+from mnist_lambda.pipeline import record
+from mnist_lambda.template import template_path
 from mnist_lambda.tuning import recommend as rules
 from mnist_lambda.tuning import report, sweep, variants
 
@@ -71,7 +72,7 @@ def parse_memory(text: str | Sequence[int]) -> tuple[int, ...]:
 
 def is_run(folder: Path) -> bool:
     """A run folder with a serving model and a data split."""
-    from mnist_lambda.sampling import SPLIT_FILES
+    from mnist_lambda.modeling.sampling import SPLIT_FILES
 
     data = folder / "data"
     return run_model(folder).is_file() and all(
@@ -104,10 +105,9 @@ def default_out(run_dir: Path | None) -> Path:
 
 def _template_throttle() -> tuple[float, int]:
     """The stage throttle (rate, burst) the project's template deploys by default."""
-    from mnist_lambda.local_stack.cfn_template import load_template
-    from mnist_lambda.paths import project_root
+    from mnist_lambda.template.reader import load_template
 
-    params = load_template(project_root() / "template_no_auth.yaml")["Parameters"]
+    params = load_template(template_path())["Parameters"]
     return float(params["ThrottleRateLimit"]["Default"]), int(
         params["ThrottleBurstLimit"]["Default"]
     )
@@ -152,8 +152,8 @@ def tune(
     from mnist_lambda.bench.probes import machine
     from mnist_lambda.bench.profile import TUTORIAL_MEMORY_MB
     from mnist_lambda.bench.run import rows_for
+    from mnist_lambda.modeling.sampling import Split
     from mnist_lambda.pricing import PRICES
-    from mnist_lambda.sampling import Split
     from mnist_serving.model import file_sha256
 
     started = time.perf_counter()

@@ -32,7 +32,7 @@ class Deployment:
 def ours(model_path: Path, pixels: np.ndarray) -> Deployment:
     """Our function (``lambda_app/``) serving ``model_path``; the rows as plain ``.npy``."""
     from mnist_lambda.bench.run import NO_STAGE_THROTTLE
-    from mnist_lambda.s3_data import npy_bytes
+    from mnist_lambda.deploy.s3_data import npy_bytes
     from mnist_serving.loading import load_model
 
     pixels = np.ascontiguousarray(pixels, dtype=np.uint8)

@@ -135,7 +135,7 @@ def check_docker(
 
 def check_sam() -> list[Problem]:
     """A problem when the SAM CLI is not installed."""
-    from mnist_lambda.aws_deploy import sam_executable
+    from mnist_lambda.deploy.aws_deploy import sam_executable
 
     try:
         sam_executable()
@@ -251,7 +251,7 @@ def check_run(
     parameters), then ``parameters`` (``-p``), as the runner applies them. ``out``: as in
     :func:`check_aws`.
     """
-    from mnist_lambda import runner
+    from mnist_lambda.pipeline import runner
 
     try:
         selected = runner.select_steps(steps)

@@ -15,8 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from mnist_lambda.paths import project_root
-
-TEMPLATE = "template_no_auth.yaml"
+from mnist_lambda.template import TEMPLATE_NAME
 
 
 def sam_executable() -> str:
@@ -28,11 +27,11 @@ def sam_executable() -> str:
     return found
 
 
-def validate_command(template: str = TEMPLATE, region: str = "us-east-1") -> list[str]:
+def validate_command(template: str = TEMPLATE_NAME, region: str = "us-east-1") -> list[str]:
     return [sam_executable(), "validate", "--lint", "-t", template, "--region", region]
 
 
-def build_command(template: str = TEMPLATE) -> list[str]:
+def build_command(template: str = TEMPLATE_NAME) -> list[str]:
     return [sam_executable(), "build", "-t", template]
 
 

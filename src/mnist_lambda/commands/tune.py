@@ -17,6 +17,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from mnist_lambda.template import TEMPLATE_NAME, template_path
 from mnist_lambda.tuning.tune import (
     DEFAULT_MEMORY,
     DEFAULT_ROWS,
@@ -121,7 +122,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "--template",
         type=Path,
         default=None,
-        help="the SAM template --apply edits (default: template_no_auth.yaml)",
+        help=f"the SAM template --apply edits (default: {TEMPLATE_NAME})",
     )
     p.add_argument(
         "--traffic",
@@ -150,12 +151,11 @@ def main(args: argparse.Namespace) -> int:
     """Run the sweep; print the table and the recommendation; ``--apply`` it if asked."""
     import numpy as np
 
-    from mnist_lambda.paths import project_root
+    from mnist_lambda.template.edit import TemplateEditError, set_memory_default
     from mnist_lambda.tuning import report
-    from mnist_lambda.tuning.template import TemplateEditError, set_memory_default
     from mnist_lambda.tuning.tune import TuneError, tune
 
-    template = args.template or project_root() / "template_no_auth.yaml"
+    template = args.template or template_path()
     if args.apply and not template.is_file():
         print(f"error: no template {template} to apply to", file=sys.stderr)
         return 2

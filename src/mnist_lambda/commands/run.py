@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from mnist_lambda import runner
+from mnist_lambda.pipeline import runner
 
 HELP = "run the notebooks in order with papermill"
 EXAMPLES = """examples:
@@ -47,7 +47,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def main(args: argparse.Namespace) -> int:
     """Check what ``target=aws`` needs first, run, then print what the run did."""
-    from mnist_lambda import preflight, report
+    from mnist_lambda.pipeline import preflight, report
 
     params = {key: runner.parse_value(value) for key, value in args.param or []}
     steps = [s.strip() for s in args.steps.split(",") if s.strip()] if args.steps else None

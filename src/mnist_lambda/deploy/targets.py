@@ -21,9 +21,11 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from mnist_lambda import aws_deploy, local_stack, record, s3_data
+from mnist_lambda import local_stack
+from mnist_lambda.deploy import aws_deploy, s3_data
 from mnist_lambda.image import docker_engine, sam_local
-from mnist_lambda.local_stack.cfn_template import BUCKET_PARAMETER
+from mnist_lambda.pipeline import record
+from mnist_lambda.template import BUCKET_PARAMETER, MEMORY_PARAMETER
 
 TARGETS = ("local", "sam-local", "aws")
 LOCAL_TARGETS = ("local", "sam-local")  # S3 is the run's local stack
@@ -98,7 +100,7 @@ def deploy(
 ) -> Deployment:
     """Start or update the function and API on ``target``; return where ``POST /predict`` is.
     ``memory_size`` (MB; 0 keeps the template's default) reaches the function on every target."""
-    parameters = {"Stage": stage, BUCKET_PARAMETER: bucket, "MemorySize": memory_size or ""}
+    parameters = {"Stage": stage, BUCKET_PARAMETER: bucket, MEMORY_PARAMETER: memory_size or ""}
     if check_target(target) == "local":
         info = _deploy_local(run_dir, Path(model_path), bucket, instances, memory_size)
         return Deployment("local", info.predict_url, info.memory_mb, region, "local", instances)
@@ -117,7 +119,7 @@ def _deploy_local(
 ) -> local_stack.StackInfo:
     """Fresh environments serving ``model_path`` on the run's stack (its S3 objects kept)."""
     model_path = model_path.resolve()
-    memory = {"MemorySize": str(memory_size)} if memory_size else {}
+    memory = {MEMORY_PARAMETER: str(memory_size)} if memory_size else {}
     if local_stack.read(run_dir) is None:
         print(f"starting the local stack in {run_dir} (S3 is empty: upload first)", flush=True)
         return local_stack.start(
@@ -157,7 +159,7 @@ def _deploy_sam_local(run_dir: Path, model_path: Path, parameters: dict[str, Any
         region=info.region,
     )
     print(f"sam local start-api (pid {api.pid}), log {api.log_file}", flush=True)
-    memory_mb = int(parameters["MemorySize"] or local_stack.template_memory_mb())
+    memory_mb = int(parameters[MEMORY_PARAMETER] or local_stack.template_memory_mb())
     return Deployment("sam-local", api.predict_url, memory_mb, info.region, "sam-local", 1)
 
 

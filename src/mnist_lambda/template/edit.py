@@ -10,9 +10,10 @@ import re
 from pathlib import Path
 
 from mnist_lambda.aws_limits import check_memory_size
-from mnist_lambda.record import atomic_path
+from mnist_lambda.pipeline.record import atomic_path
+from mnist_lambda.template import MEMORY_PARAMETER
 
-PARAMETER = "MemorySize"
+PARAMETER = MEMORY_PARAMETER
 
 _KEY = re.compile(r"^(?P<indent> *)(?P<key>[A-Za-z0-9_]+):")
 _DEFAULT = re.compile(r"^(?P<head> +Default:[ \t]*)(?P<value>[^\s#]+)(?P<tail>.*)$", re.S)

@@ -2,8 +2,8 @@
 
 ``run.json`` records, per step, every parameter its notebook ran with (the notebook's defaults
 overridden by what was passed), so :func:`replay_plan` can repeat a run exactly. Steps hand
-their results on through ``run_state.json`` (see :mod:`mnist_lambda.record`). After the run,
-the run's local stack (if any) is stopped unless ``keep_stack``.
+their results on through ``run_state.json`` (see :mod:`mnist_lambda.pipeline.record`). After
+the run, the run's local stack (if any) is stopped unless ``keep_stack``.
 """
 
 from __future__ import annotations
@@ -20,7 +20,9 @@ from typing import Any
 import papermill as pm
 import yaml
 
-from mnist_lambda import paths, record, report, targets
+from mnist_lambda import paths
+from mnist_lambda.deploy import targets
+from mnist_lambda.pipeline import record, report
 from mnist_serving.model import file_sha256
 
 KERNEL_NAME = "mnist-lambda"

@@ -28,8 +28,8 @@ from typing import Any
 
 import numpy as np
 
-from mnist_lambda import model_requirements, training
-from mnist_lambda.record import (
+from mnist_lambda.modeling import model_requirements, training
+from mnist_lambda.pipeline.record import (
     atomic_path,
     atomic_write_json,
     atomic_write_text,

@@ -22,14 +22,13 @@ from mnist_lambda.aws_limits import (
     DEFAULT_TIMEOUT_S,
     EPHEMERAL_STORAGE_MB,
 )
-from mnist_lambda.paths import project_root
+from mnist_lambda.template import FUNCTION_ID
+from mnist_lambda.template import template_path as project_template
 
 IMPLICIT_API = "ServerlessRestApi"
 IMPLICIT_STAGE = "Prod"  # the stage SAM gives the implicit API
 DEFAULT_HANDLER = "lambda_predict.lambda_handler"
 ACCOUNT_ID = "123456789012"
-FUNCTION_ID = "PredictFunction"  # the function's logical id in the project's templates
-BUCKET_PARAMETER = "DataBucketName"  # the template parameter that names the data bucket
 
 _NO_VALUE = object()
 
@@ -355,7 +354,7 @@ def function_settings(
 ) -> FunctionSettings:
     """``function``'s settings in ``template_path`` (default: the project's template)."""
     if template_path is None:
-        template_path = project_root() / "template_no_auth.yaml"
+        template_path = project_template()
     spec = load_stack_spec(template_path, overrides)
     if (fn := spec.functions.get(function)) is None or "MAX_OBJECT_BYTES" not in fn.environment:
         raise TemplateError(f"{template_path}: no {function} with a MAX_OBJECT_BYTES variable")

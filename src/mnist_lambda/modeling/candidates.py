@@ -8,8 +8,8 @@ in ``notebooks/``, so a module there, an installed one, or one on ``PYTHONPATH``
 takes the raw pixels as float32 0-255 and carries its own preprocessing, so the exported model
 does too.
 
-- ``pca_knn`` (the default) is exported to numpy ``.npz`` (:mod:`mnist_lambda.training`);
-- every other candidate to ONNX (:mod:`mnist_lambda.onnx_export`), shipped only after its
+- ``pca_knn`` (the default) is exported to numpy ``.npz`` (:mod:`mnist_lambda.modeling.training`);
+- every other candidate to ONNX (:mod:`mnist_lambda.modeling.onnx_export`), shipped only after its
   labels equal scikit-learn's on the whole test split through the serving runtime.
 """
 
@@ -29,8 +29,8 @@ from typing import Any
 import numpy as np
 from matplotlib.figure import Figure
 
-from mnist_lambda import onnx_export, training
-from mnist_lambda.sampling import Split
+from mnist_lambda.modeling import onnx_export, training
+from mnist_lambda.modeling.sampling import Split
 from mnist_serving import loading
 
 PCA_KNN = "pca_knn"

@@ -20,7 +20,8 @@ def main(args: argparse.Namespace) -> int:
     """Print each step's notebook and its parameters (papermill reads them)."""
     import papermill as pm
 
-    from mnist_lambda import paths, runner
+    from mnist_lambda import paths
+    from mnist_lambda.pipeline import runner
 
     for step in runner.available_steps():
         if args.step and step.name != args.step:
