@@ -13,6 +13,7 @@ Retries are urllib3's :class:`~urllib3.util.Retry` mounted on a requests session
 object gives the same labels, an ``output_key`` is overwritten), exponential backoff with
 jitter, the server's ``Retry-After`` respected (capped). Other statuses are answers, never
 retried. Every retry is counted (:attr:`Result.retries`, :attr:`Client.stats`).
+:func:`latency_summary` sums up what the calls took; what they cost is :mod:`mnist_lambda.pricing`.
 """
 
 from __future__ import annotations
@@ -316,3 +317,16 @@ def predict(
     """One call on a fresh connection (the tutorial's client, with retries)."""
     with Client(url, max_attempts=max_attempts, timeout_s=timeout_s, pool_size=1) as client:
         return client.predict(bucket, key, output_key, return_probabilities)
+
+
+def latency_summary(seconds: list[float]) -> dict[str, float]:
+    """p50, p95, mean, min, max and count of durations a client measured (seconds)."""
+    values = np.asarray(seconds, dtype=float)
+    return {
+        "p50": float(np.percentile(values, 50)),
+        "p95": float(np.percentile(values, 95)),
+        "mean": float(values.mean()),
+        "min": float(values.min()),
+        "max": float(values.max()),
+        "n": int(values.size),
+    }

@@ -3,7 +3,7 @@
 On-demand list prices in us-east-1, as recorded in :data:`PRICES` with the date they were
 checked. Lambda bills each request plus its duration, rounded up to the millisecond, times the
 configured memory in GB (``MemorySize / 1024``); API Gateway (REST) bills each request. Used by
-:mod:`mnist_lambda.endpoint` (notebook 05, ``bench``) and :mod:`mnist_lambda.tuning`.
+:mod:`mnist_lambda.client` (notebook 05, ``bench``) and :mod:`mnist_lambda.tuning`.
 """
 
 from __future__ import annotations

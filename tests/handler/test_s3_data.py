@@ -6,7 +6,8 @@ import boto3
 import numpy as np
 import pytest
 
-from mnist_lambda import endpoint
+from mnist_lambda import pricing
+from mnist_lambda.client import latency_summary
 from mnist_lambda.deploy import aws_deploy, s3_data
 
 
@@ -77,9 +78,9 @@ def test_deploy_command_is_non_interactive() -> None:
 
 def test_cost_estimate_arithmetic() -> None:
     # 100 ms at 1024 MB for 2,000 rows: 500 requests per million predictions
-    cost = endpoint.usd_per_million_predictions(0.1, 1024, 2000)
+    cost = pricing.usd_per_million_predictions(0.1, 1024, 2000)
     assert cost["lambda"] == pytest.approx(500 * (0.1 * 0.0000166667 + 0.2e-6))
     assert cost["api_gateway"] == pytest.approx(500 * 3.5e-6)
     # billed duration rounds up to the millisecond
-    assert endpoint.usd_per_million_predictions(0.1001, 1024, 2000)["lambda"] > cost["lambda"]
-    assert endpoint.latency_summary([1.0, 2.0, 3.0])["p50"] == 2.0
+    assert pricing.usd_per_million_predictions(0.1001, 1024, 2000)["lambda"] > cost["lambda"]
+    assert latency_summary([1.0, 2.0, 3.0])["p50"] == 2.0

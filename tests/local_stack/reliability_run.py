@@ -18,7 +18,7 @@ LONG = PROFILE == "long"
 
 def write_figures(name: str, data: dict[str, Any]) -> Path:
     """Write ``data`` to ``tmp/outputs/<name>.json`` (atomically) and print it."""
-    from mnist_lambda.pipeline.record import atomic_write_json
+    from mnist_lambda.storage import atomic_write_json
 
     path = atomic_write_json(OUTPUTS / f"{name}.json", data)
     print(f"\n{name}: {json.dumps(data, indent=1)}\n-> {path}")

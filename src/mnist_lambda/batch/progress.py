@@ -29,8 +29,8 @@ from typing import Any
 
 import numpy as np
 
+from mnist_lambda import storage
 from mnist_lambda.batch.plan import ChunkPlan
-from mnist_lambda.pipeline import record
 from mnist_serving.predictions import Predictions
 
 RECORD_VERSION = 1
@@ -80,7 +80,7 @@ class Progress:
         self.run_id = run_id
         self.probabilities = identity.get("return") == "probabilities"
         self._lock = threading.Lock()
-        existing = record.read_json(self.folder / MANIFEST)
+        existing = storage.read_json(self.folder / MANIFEST)
         if existing.get("identity") == identity and existing.get("run_id") == run_id:
             self.manifest = existing
         else:  # a new batch (or a record of something else: start it over)
@@ -151,11 +151,11 @@ class Progress:
         """Keep an answered chunk: its labels (and probabilities) first, then the manifest
         listing it."""
         if self.probabilities:
-            with record.atomic_path(self.chunk_path(index)) as tmp, open(tmp, "wb") as fh:
+            with storage.atomic_path(self.chunk_path(index)) as tmp, open(tmp, "wb") as fh:
                 np.savez(fh, **answer.arrays())
         else:
             labels = np.asarray(answer.labels, dtype=np.int64)
-            record.atomic_save_npy(self.chunk_path(index), labels)
+            storage.atomic_save_npy(self.chunk_path(index), labels)
         with self._lock:
             entry = {"rows": len(answer.labels), "request_id": request_id}
             self.manifest["done"][str(index)] = entry
@@ -170,4 +170,4 @@ class Progress:
         shutil.rmtree(self.folder, ignore_errors=True)
 
     def _write(self) -> None:
-        record.atomic_write_json(self.folder / MANIFEST, self.manifest)
+        storage.atomic_write_json(self.folder / MANIFEST, self.manifest)

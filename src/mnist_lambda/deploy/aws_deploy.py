@@ -7,24 +7,13 @@ function, a Docker engine.
 
 from __future__ import annotations
 
-import shutil
 import subprocess
-import sys
 from collections.abc import Mapping, Sequence
-from pathlib import Path
 from typing import Any
 
+from mnist_lambda.image.sam_local import sam_executable
 from mnist_lambda.paths import project_root
 from mnist_lambda.template import TEMPLATE_NAME
-
-
-def sam_executable() -> str:
-    """The ``sam`` installed beside this interpreter, else the one on PATH."""
-    beside = Path(sys.executable).with_name("sam")
-    found = str(beside) if beside.exists() else shutil.which("sam")
-    if not found:
-        raise RuntimeError("the SAM CLI is not installed: run `make setup`")
-    return found
 
 
 def validate_command(template: str = TEMPLATE_NAME, region: str = "us-east-1") -> list[str]:

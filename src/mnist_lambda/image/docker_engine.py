@@ -1,6 +1,6 @@
 """The Docker engine as this project talks to it: is one there, and the ``docker`` CLI runs.
 
-One place decides whether Docker-backed work can run (:func:`engine_problem`), so the CLI's
+One place decides whether Docker-backed work can run (:func:`probe_engine`), so the CLI's
 preflight and the tests' ``docker`` marker give the same reason when it cannot.
 """
 
@@ -9,13 +9,12 @@ from __future__ import annotations
 import functools
 import ipaddress
 import json
+import shutil
 import socket
 import subprocess
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import psutil
-
-from mnist_lambda.pipeline import preflight
 
 BRIDGE_NETWORK = "bridge"
 
@@ -24,11 +23,39 @@ class DockerError(RuntimeError):
     """A ``docker`` command failed; the message has its output."""
 
 
+def probe_engine(
+    timeout: float = 10.0, which: Callable[[str], str | None] = shutil.which
+) -> tuple[str, str] | None:
+    """None when ``docker info`` answers, else (what is wrong, what to do)."""
+    docker = which("docker")
+    fix = "install Docker and start it (`sam build` builds the function image with it)"
+    if not docker:
+        return "no `docker` command on PATH", fix
+    try:
+        done = subprocess.run(
+            [docker, "info", "--format", "{{.ServerVersion}}"],
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            check=False,
+        )
+    except subprocess.TimeoutExpired:
+        return f"the Docker engine did not answer within {timeout:g} s", fix
+    except OSError as exc:
+        return f"cannot run {docker}: {exc}", fix
+    if done.returncode != 0:
+        said = (done.stderr or done.stdout).strip().splitlines()
+        detail = f" ({said[-1]})" if said else ""
+        fix = "start Docker (or set DOCKER_HOST to a running engine)"
+        return f"the Docker engine is not answering{detail}", fix
+    return None
+
+
 @functools.cache  # asked by every docker test and preflight; the answer holds for a process
 def engine_problem() -> str | None:
     """None when a Docker engine answers, else one sentence: what is missing, what to do."""
-    problems = preflight.check_docker()
-    return str(problems[0]) if problems else None
+    found = probe_engine()
+    return f"{found[0]}: {found[1]}" if found else None
 
 
 def run(args: Sequence[str], *, input_bytes: bytes | None = None, timeout: float = 1800) -> str:

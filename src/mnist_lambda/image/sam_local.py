@@ -26,6 +26,7 @@ import re
 import shutil
 import signal
 import subprocess
+import sys
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
@@ -36,11 +37,10 @@ from typing import Any
 
 import psutil
 
-from mnist_lambda.deploy import aws_deploy
 from mnist_lambda.image import base, build
 from mnist_lambda.local_stack import procs
 from mnist_lambda.paths import project_root
-from mnist_lambda.pipeline.record import atomic_write_json
+from mnist_lambda.storage import atomic_write_json
 from mnist_lambda.template import FUNCTION_ID, TEMPLATE_NAME, template_path
 
 BUILD_DIR = ".aws-sam/build"
@@ -49,6 +49,15 @@ API_STATE_FILE = "sam_local_api.json"
 API_LOG_FILE = "sam_local_api.log"
 API_START_TIMEOUT_S = 300  # the first start builds SAM's own layer on the image
 INVOKE_TIMEOUT_S = 300
+
+
+def sam_executable() -> str:
+    """The ``sam`` installed beside this interpreter, else the one on PATH."""
+    beside = Path(sys.executable).with_name("sam")
+    found = str(beside) if beside.exists() else shutil.which("sam")
+    if not found:
+        raise RuntimeError("the SAM CLI is not installed: run `make setup`")
+    return found
 
 
 class SamLocalError(RuntimeError):
@@ -106,7 +115,7 @@ def _run(cmd: Sequence[str], cwd: Path, env: Mapping[str, str], timeout: float) 
 def sam_build(project: Path, *, echo: bool = False) -> Path:
     """``sam build`` of ``project`` (the base image made ready first); the built template."""
     base.ensure_base()
-    cmd = [aws_deploy.sam_executable(), "build", "--template", TEMPLATE_NAME]
+    cmd = [sam_executable(), "build", "--template", TEMPLATE_NAME]
     cmd += ["--build-dir", BUILD_DIR]
     if echo:
         print("$", " ".join(["sam", *cmd[1:]]), flush=True)
@@ -130,7 +139,7 @@ def invoke_command(
     project: Path, event: Path, parameters: Mapping[str, Any], env_vars: Path | None
 ) -> list[str]:
     """``sam local invoke`` of the built function with ``event``."""
-    cmd = [aws_deploy.sam_executable(), "local", "invoke", FUNCTION_ID]
+    cmd = [sam_executable(), "local", "invoke", FUNCTION_ID]
     cmd += ["--template", str(project / BUILD_DIR / "template.yaml"), "--event", str(event)]
     cmd += _overrides(parameters)
     return cmd + (["--env-vars", str(env_vars)] if env_vars else [])
@@ -173,7 +182,7 @@ def start_api_command(
     project: Path, port: int, parameters: Mapping[str, Any], env_vars: Path | None
 ) -> list[str]:
     """``sam local start-api`` on 127.0.0.1:``port``, one warm container made at start."""
-    cmd = [aws_deploy.sam_executable(), "local", "start-api"]
+    cmd = [sam_executable(), "local", "start-api"]
     cmd += ["--template", str(project / BUILD_DIR / "template.yaml")]
     cmd += ["--host", procs.HOST, "--port", str(port), "--warm-containers", "EAGER"]
     cmd += _overrides(parameters)

@@ -225,7 +225,7 @@ def redeploy(state_dir: Path, timeout: float = 60, **settings: Any) -> StackInfo
     if (info := read(state_dir)) is None:
         raise RuntimeError(f"no local stack is running in {state_dir}")
     if settings:
-        from mnist_lambda.pipeline.record import atomic_write_json
+        from mnist_lambda.storage import atomic_write_json
 
         atomic_write_json(Path(state_dir) / DEPLOY_REQUEST_NAME, settings)
     os.kill(info.pid, signal.SIGHUP)

@@ -33,7 +33,7 @@ from mnist_lambda.local_stack.s3_server import S3Server
 from mnist_lambda.local_stack.sandbox import Sandbox
 from mnist_lambda.local_stack.task_root import TaskRootError, build
 from mnist_lambda.paths import lambda_app_dir
-from mnist_lambda.pipeline.record import atomic_write_json
+from mnist_lambda.storage import atomic_write_json
 from mnist_lambda.template import BUCKET_PARAMETER, TEMPLATE_NAME, template_path
 from mnist_lambda.template.reader import (
     StackSpec,

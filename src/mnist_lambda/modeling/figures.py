@@ -9,7 +9,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 from matplotlib.figure import Figure
 
-from mnist_lambda.pipeline.record import atomic_path
+from mnist_lambda.storage import atomic_path
 from mnist_serving.schema import IMAGE_SHAPE
 
 

@@ -29,12 +29,8 @@ from typing import Any
 import numpy as np
 
 from mnist_lambda.modeling import model_requirements, training
-from mnist_lambda.pipeline.record import (
-    atomic_path,
-    atomic_write_json,
-    atomic_write_text,
-    library_versions,
-)
+from mnist_lambda.provenance import library_versions
+from mnist_lambda.storage import atomic_path, atomic_write_json, atomic_write_text
 from mnist_serving import loading
 from mnist_serving.model_info import MANIFEST_NAME
 from mnist_serving.onnx_model import STANDARD_DOMAINS, operator_domains

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 from sklearn.model_selection import train_test_split
 
-from mnist_lambda.pipeline.record import atomic_save_npy
+from mnist_lambda.storage import atomic_save_npy
 
 SPLIT_FILES = ("X_train", "y_train", "X_test", "y_test")
 

@@ -21,7 +21,8 @@ from tqdm import (
 )  # text bars: they render in terminals, JupyterLab and executed notebooks alike
 
 from mnist_lambda.modeling.sampling import Split
-from mnist_lambda.pipeline.record import atomic_path, atomic_write_json, library_versions
+from mnist_lambda.provenance import library_versions
+from mnist_lambda.storage import atomic_path, atomic_write_json
 from mnist_serving import model as serving_model
 from mnist_serving.schema import INPUT_SCHEMA
 
@@ -236,7 +237,7 @@ def build_manifest(
     """The fields every serving manifest has, whatever the format, then ``extra``.
 
     ``metrics`` defaults to the report's test accuracy and cross-validation; ``input_schema``
-    to the request schema; ``versions`` to :func:`mnist_lambda.pipeline.record.library_versions`.
+    to the request schema; ``versions`` to :func:`mnist_lambda.provenance.library_versions`.
     """
     artifact = Path(artifact)
     if metrics is None:

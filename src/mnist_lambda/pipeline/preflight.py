@@ -15,11 +15,15 @@ import ast
 import ipaddress
 import re
 import shutil
-import subprocess
 import sys
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import IO, Any
+
+from mnist_lambda import paths
+from mnist_lambda.image import base, docker_engine
+from mnist_lambda.image.sam_local import sam_executable
+from mnist_lambda.pipeline import runner
 
 NO_CREDENTIALS_FIX = "set AWS_PROFILE or run `aws configure` (or `aws sso login`)"
 _BUCKET_CHARS = re.compile(r"[a-z0-9.-]+")
@@ -103,40 +107,13 @@ def check_region(region: str, known: Iterable[str] | None = None) -> list[Proble
 def check_docker(
     timeout: float = 10.0, which: Callable[[str], str | None] = shutil.which
 ) -> list[Problem]:
-    """A problem unless ``docker info`` answers: ``sam build`` builds the image with Docker."""
-    docker = which("docker")
-    fix = "install Docker and start it (`sam build` builds the function image with it)"
-    if not docker:
-        return [Problem("docker", "no `docker` command on PATH", fix)]
-    try:
-        done = subprocess.run(
-            [docker, "info", "--format", "{{.ServerVersion}}"],
-            capture_output=True,
-            text=True,
-            timeout=timeout,
-            check=False,
-        )
-    except subprocess.TimeoutExpired:
-        return [Problem("docker", f"the Docker engine did not answer within {timeout:g} s", fix)]
-    except OSError as exc:
-        return [Problem("docker", f"cannot run {docker}: {exc}", fix)]
-    if done.returncode != 0:
-        said = (done.stderr or done.stdout).strip().splitlines()
-        detail = f" ({said[-1]})" if said else ""
-        return [
-            Problem(
-                "docker",
-                f"the Docker engine is not answering{detail}",
-                "start Docker (or set DOCKER_HOST to a running engine)",
-            )
-        ]
-    return []
+    """A problem unless a Docker engine answers: ``sam build`` builds the image with Docker."""
+    found = docker_engine.probe_engine(timeout, which)
+    return [Problem("docker", *found)] if found else []
 
 
 def check_sam() -> list[Problem]:
     """A problem when the SAM CLI is not installed."""
-    from mnist_lambda.deploy.aws_deploy import sam_executable
-
     try:
         sam_executable()
     except RuntimeError as exc:
@@ -150,8 +127,6 @@ def check_sam_local() -> list[Problem]:
     problems = check_sam() + check_docker()
     if problems:
         return problems
-    from mnist_lambda.image import base
-
     if (why := base.base_problem()) is not None:
         fix = f"`docker pull {base.base_tag()}` where that registry is reachable, or {why[1]}"
         return [Problem("base image", why[0], fix)]
@@ -226,8 +201,6 @@ def notebook_defaults(notebooks: Iterable[str]) -> dict[str, Any]:
     """The parameters the notebooks declare, with their default values (first one wins)."""
     import papermill as pm
 
-    from mnist_lambda import paths
-
     defaults: dict[str, Any] = {}
     for notebook in notebooks:
         for name, spec in pm.inspect_notebook(str(paths.notebooks_dir() / notebook)).items():
@@ -251,8 +224,6 @@ def check_run(
     parameters), then ``parameters`` (``-p``), as the runner applies them. ``out``: as in
     :func:`check_aws`.
     """
-    from mnist_lambda.pipeline import runner
-
     try:
         selected = runner.select_steps(steps)
     except runner.RunError:

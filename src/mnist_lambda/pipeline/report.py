@@ -15,7 +15,8 @@ from typing import Any
 import nbformat
 from nbconvert import HTMLExporter
 
-from mnist_lambda.pipeline.record import STATE_FILE, atomic_write_text, read_json
+from mnist_lambda.pipeline.record import STATE_FILE
+from mnist_lambda.storage import atomic_write_text, read_json
 
 KEY_FIGURES = {
     "confusion_matrices": "Confusion matrices of both models (test set)",

@@ -20,7 +20,7 @@ from typing import Any
 import papermill as pm
 import yaml
 
-from mnist_lambda import paths
+from mnist_lambda import paths, provenance, storage
 from mnist_lambda.deploy import targets
 from mnist_lambda.pipeline import record, report
 from mnist_serving.model import file_sha256
@@ -153,7 +153,7 @@ def replay_plan(run_json: str | Path) -> tuple[list[str], dict[str, dict[str, An
     the recorded run actually used, so the same digits are drawn even if OpenML's reachability
     changed since.
     """
-    recorded = record.read_json(run_json)
+    recorded = storage.read_json(run_json)
     if "effective_parameters" not in recorded:
         raise RunError(f"{run_json} has no effective parameters on record; cannot repeat it")
     plans = {
@@ -197,13 +197,13 @@ def run(
         "parameters": given,
         "effective_parameters": effective,
         "replayed_from": str(replayed_from) if replayed_from else None,
-        "git_sha": record.git_sha(root, short=False),
+        "git_sha": provenance.git_sha(root, short=False),
         "lock_sha256": file_sha256(root / "poetry.lock"),
         "python": sys.version.split()[0],
-        "library_versions": record.library_versions(),
+        "library_versions": provenance.library_versions(),
         "timings": {},
     }
-    record.atomic_write_json(run_dir / "run.json", info)
+    storage.atomic_write_json(run_dir / "run.json", info)
     record.update_metrics(run_dir, run_id=run_id)
     result = RunResult(run_dir=run_dir, status="running")
     executed: list[Path] = []
@@ -261,7 +261,7 @@ def run(
             finished=dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
             data_spec=record.read_state(run_dir, "sample").get("data_spec"),
         )
-        record.atomic_write_json(run_dir / "run.json", info)
+        storage.atomic_write_json(run_dir / "run.json", info)
         if executed:
             report.write_html_report(
                 executed, run_dir / "report.html", title=f"Run {run_id}", run_dir=run_dir

@@ -10,7 +10,7 @@ import re
 from pathlib import Path
 
 from mnist_lambda.aws_limits import check_memory_size
-from mnist_lambda.pipeline.record import atomic_path
+from mnist_lambda.storage import atomic_path
 from mnist_lambda.template import MEMORY_PARAMETER
 
 PARAMETER = MEMORY_PARAMETER

@@ -10,7 +10,7 @@ from typing import Any
 from matplotlib.figure import Figure
 from matplotlib.ticker import FuncFormatter
 
-from mnist_lambda.pipeline.record import atomic_path
+from mnist_lambda.storage import atomic_path
 from mnist_lambda.tuning.recommend import lambda_cost, usable
 
 DURATION_COLOR, COST_COLOR, PICK_COLOR = "tab:blue", "tab:orange", "tab:green"

@@ -38,8 +38,8 @@ from typing import Any
 
 import numpy as np
 
+from mnist_lambda import storage
 from mnist_lambda.aws_limits import MEMORY_SIZE_RANGE_MB
-from mnist_lambda.pipeline import record
 from mnist_lambda.template import template_path
 from mnist_lambda.tuning import recommend as rules
 from mnist_lambda.tuning import report, sweep, variants
@@ -267,7 +267,7 @@ def tune(
         "stacks": {name: str(stacks[name]) for name, _ in plan},
     }
     doc["tune_seconds"] = time.perf_counter() - started
-    record.atomic_write_json(out_dir / "tune.json", doc)
+    storage.atomic_write_json(out_dir / "tune.json", doc)
     return doc
 
 
