@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 import user_candidates
 
-from mnist_lambda.modeling import candidates, figures, onnx_export
+from mnist_lambda.modeling import candidates, comparison, figures, fit_export, onnx_export
+from mnist_lambda.modeling.options import ModelOptions
 from mnist_serving import loading
 
 
@@ -23,7 +24,7 @@ def split(mnist_xy):
 
 @pytest.mark.parametrize("name", list(candidates.BUILTIN))
 def test_every_builtin_candidate_constructs_seeded(name: str) -> None:
-    candidate = candidates.get_candidate(name, random_state=7)
+    candidate = candidates.get_candidate(name, ModelOptions(random_state=7))
     estimator = candidate.make()
     assert all(callable(getattr(estimator, m)) for m in ("fit", "predict", "predict_proba"))
     assert not hasattr(estimator, "classes_")  # unfitted
@@ -34,7 +35,9 @@ def test_every_builtin_candidate_constructs_seeded(name: str) -> None:
 
 
 def test_pca_knn_is_todays_serving_model() -> None:
-    pipe = candidates.get_candidate("pca_knn", n_neighbors=3, pca_components=20).make()
+    pipe = candidates.get_candidate(
+        "pca_knn", ModelOptions(n_neighbors=3, pca_components=20)
+    ).make()
     assert pipe.named_steps["pca"].n_components == 20
     assert pipe.named_steps["knn"].n_neighbors == 3
     assert pipe.named_steps["knn"].weights == "distance"
@@ -48,7 +51,9 @@ def test_model_lists_parse() -> None:
 
 def test_a_user_function_is_imported_called_with_the_seed_and_checked() -> None:
     user_candidates.SEEDS.clear()
-    candidate = candidates.get_candidate("user_candidates:scaled_logistic", random_state=5)
+    candidate = candidates.get_candidate(
+        "user_candidates:scaled_logistic", ModelOptions(random_state=5)
+    )
     assert candidate.exports_onnx and candidate.slug == "user_candidates_scaled_logistic"
     assert "MinMaxScaler -> LogisticRegression" in candidate.description
     assert candidate.make().named_steps["logistic"].random_state == 5
@@ -69,16 +74,16 @@ def test_a_user_function_is_imported_called_with_the_seed_and_checked() -> None:
 )
 def test_bad_names_are_refused_clearly(name: str, message: str) -> None:
     with pytest.raises(candidates.CandidateError, match=message):
-        candidates.get_candidate(name)
+        candidates.get_candidate(name, ModelOptions())
 
 
 @pytest.fixture(scope="module")
-def results(split, tmp_path_factory) -> dict[str, candidates.CandidateResult]:
+def results(split, tmp_path_factory) -> dict[str, fit_export.CandidateResult]:
     root = tmp_path_factory.mktemp("candidates")
     out = {}
     for name in ("pca_knn", "logistic", "user_candidates:scaled_logistic"):
-        candidate = candidates.get_candidate(name, pca_components=30)
-        out[name] = candidates.fit_and_export(
+        candidate = candidates.get_candidate(name, ModelOptions(pca_components=30))
+        out[name] = fit_export.fit_and_export(
             candidate,
             split,
             root / candidate.slug,
@@ -101,7 +106,7 @@ def test_a_user_candidate_takes_the_same_export_and_parity_path(results, split) 
 
 
 def test_the_comparison_table_verdict_and_figure(results, tmp_path: Path) -> None:
-    rows = candidates.comparison_rows(results.values())
+    rows = comparison.rows(results.values())
     assert [r["model"] for r in rows] == list(results)
     knn, logistic = rows[0], rows[1]
     assert (knn["format"], logistic["format"]) == ("npz", "onnx")
@@ -115,12 +120,10 @@ def test_the_comparison_table_verdict_and_figure(results, tmp_path: Path) -> Non
         metrics["parity"]["passed"] and metrics["sha256"] == results["logistic"].manifest["sha256"]
     )
     accuracy = results["logistic"].report.test_accuracy
-    assert "WARNING" in candidates.comparison_verdict(
-        results.values(), "logistic", accuracy + 0.01
-    )
-    verdict = candidates.comparison_verdict(results.values(), "logistic", accuracy)
+    assert "WARNING" in comparison.verdict(results.values(), "logistic", accuracy + 0.01)
+    verdict = comparison.verdict(results.values(), "logistic", accuracy)
     assert "WARNING" not in verdict and "at least as accurate as the baseline" in verdict
-    fig = candidates.comparison_figure(results.values(), accuracy, serving="logistic")
+    fig = comparison.figure(results.values(), accuracy, serving="logistic")
     path = figures.save_figure(fig, tmp_path, "model_comparison")
     assert path.stat().st_size > 5000
     texts = [t.get_text() for t in fig.axes[0].texts]
@@ -130,9 +133,9 @@ def test_the_comparison_table_verdict_and_figure(results, tmp_path: Path) -> Non
 
 
 def test_a_refused_candidate_names_the_step_and_leaves_no_model(split, tmp_path: Path) -> None:
-    candidate = candidates.get_candidate("user_candidates:majority")
+    candidate = candidates.get_candidate("user_candidates:majority", ModelOptions())
     with pytest.raises(onnx_export.ExportError, match="at step 'conversion'") as info:
-        candidates.fit_and_export(
+        fit_export.fit_and_export(
             candidate, split, tmp_path, cv_scores=[], run_id="r", data_source="test"
         )
     assert "'user_candidates:majority' (MajorityClassifier)" in str(info.value)

@@ -206,7 +206,7 @@ def test_openml_is_reached_through_fetch_openml(
         calls.update(kwargs, name=name)
         return Bunch(data=np.full((3, 784), 255.0), target=np.array(["5", "0", "4"]))
 
-    monkeypatch.setattr("sklearn.datasets.fetch_openml", fake_fetch_openml)
+    monkeypatch.setattr(data, "fetch_openml", fake_fetch_openml)
     ds = data.load_mnist("openml", cache_dir=tmp_path)
     assert calls["name"] == "mnist_784" and calls["version"] == 1
     assert calls["data_home"] == tmp_path

@@ -13,7 +13,8 @@ import onnx
 import pytest
 import user_candidates
 
-from mnist_lambda.modeling import candidates, model_requirements, onnx_export
+from mnist_lambda.modeling import candidates, fit_export, model_requirements, onnx_export
+from mnist_lambda.modeling.options import ModelOptions
 from mnist_serving import loading
 from mnist_serving.model import file_sha256
 from mnist_serving.onnx_model import STANDARD_DOMAINS, operator_domains
@@ -49,7 +50,9 @@ def split(mnist_xy):
 def fitted(split) -> dict[str, object]:
     x = split.X_train.astype(np.float32)
     return {
-        name: candidates.get_candidate(name, random_state=0).make().fit(x, split.y_train)
+        name: candidates.get_candidate(name, ModelOptions(random_state=0))
+        .make()
+        .fit(x, split.y_train)
         for name in ("logistic", "mlp")
     }
 
@@ -222,8 +225,8 @@ def test_a_session_failure_is_named(fitted, split, tmp_path: Path, monkeypatch) 
 def test_switching_formats_leaves_exactly_one_model(split, tmp_path: Path) -> None:
     model_dir, run_copy = tmp_path / "model", tmp_path / "run-model"
     for name in ("pca_knn", "logistic", "pca_knn", "logistic"):
-        candidate = candidates.get_candidate(name, pca_components=20)
-        result = candidates.fit_and_export(
+        candidate = candidates.get_candidate(name, ModelOptions(pca_components=20))
+        result = fit_export.fit_and_export(
             candidate, split, model_dir, cv_scores=[], run_id="r", data_source="test"
         )
         expected = sorted(p.name for p in result.files)
@@ -244,8 +247,8 @@ def test_switching_formats_leaves_exactly_one_model(split, tmp_path: Path) -> No
 
 
 def test_the_npz_manifest_keeps_its_fields(split, tmp_path: Path) -> None:
-    result = candidates.fit_and_export(
-        candidates.get_candidate("pca_knn", pca_components=20),
+    result = fit_export.fit_and_export(
+        candidates.get_candidate("pca_knn", ModelOptions(pca_components=20)),
         split,
         tmp_path,
         cv_scores=[],

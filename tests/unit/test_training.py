@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from mnist_lambda.modeling import training
+from mnist_lambda.modeling.options import ModelOptions
 from mnist_serving import model as serving_model
 
 
@@ -26,7 +27,7 @@ def test_exported_model_predicts_exactly_like_sklearn(split, tmp_path: Path) -> 
         split,
         artifact=tmp_path / "model.npz",
         cv_scores=[],
-        n_components=30,
+        options=ModelOptions(pca_components=30),
     )
     assert agreement == 1.0
     assert report.test_accuracy > 0.9
@@ -41,12 +42,13 @@ def test_serving_model_is_at_least_as_accurate_and_much_smaller(split, tmp_path:
         split,
         artifact=tmp_path / "b.joblib",
         cv_scores=[],
+        options=ModelOptions(),
     )
     serve, _, _ = training.train_serving(
         split,
         artifact=tmp_path / "s.npz",
         cv_scores=[],
-        n_components=40,
+        options=ModelOptions(pca_components=40),
     )
     assert serve.test_accuracy >= base.test_accuracy
     assert base.artifact_bytes > 10 * serve.artifact_bytes
@@ -54,7 +56,9 @@ def test_serving_model_is_at_least_as_accurate_and_much_smaller(split, tmp_path:
 
 def test_exact_match_takes_all_the_weight(split) -> None:
     """A query identical to a training digit gets that digit's label, as in scikit-learn."""
-    pipe = training.make_serving(20).fit(split.X_train.astype(np.float32), split.y_train)
+    pipe = training.make_serving(ModelOptions(pca_components=20)).fit(
+        split.X_train.astype(np.float32), split.y_train
+    )
     model = training.export_serving_model(pipe, split.X_train, split.y_train)
     assert np.array_equal(model.predict(split.X_train[:200]), split.y_train[:200])
 
@@ -74,14 +78,15 @@ def test_artifact_has_no_pickle_and_other_formats_are_refused(
 
 
 def test_cross_validate_folds(split) -> None:
+    def make():
+        return training.make_baseline(ModelOptions())
+
     scores = training.cross_validate(
-        lambda: training.make_baseline(), split.X_train[:600], split.y_train[:600], folds=3
+        make, split.X_train[:600], split.y_train[:600], folds=3, random_state=42
     )
     assert len(scores) == 3 and all(0.5 < s <= 1 for s in scores)
-    assert (
-        training.cross_validate(training.make_baseline, split.X_train, split.y_train, folds=0)
-        == []
-    )
+    no_folds = training.cross_validate(make, split.X_train, split.y_train, folds=0, random_state=0)
+    assert no_folds == []
 
 
 def test_most_confused_pairs() -> None:

