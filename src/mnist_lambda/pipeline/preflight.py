@@ -11,7 +11,6 @@ Nothing here changes anything, locally or on AWS.
 
 from __future__ import annotations
 
-import ast
 import ipaddress
 import re
 import shutil
@@ -20,7 +19,12 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import IO, Any
 
-from mnist_lambda import paths
+import boto3
+from botocore import exceptions as bx
+from botocore.config import Config
+from botocore.loaders import create_loader
+from botocore.regions import EndpointResolver
+
 from mnist_lambda.image import base, docker_engine
 from mnist_lambda.image.sam_local import sam_executable
 from mnist_lambda.pipeline import runner
@@ -80,9 +84,6 @@ def check_bucket(bucket: str) -> list[Problem]:
 
 def known_regions(service: str = "lambda") -> set[str]:
     """The regions boto3's bundled endpoint data lists for ``service``, in every partition."""
-    from botocore.loaders import create_loader
-    from botocore.regions import EndpointResolver
-
     # the endpoint data alone: a session would read the profile, which may not exist
     resolver = EndpointResolver(create_loader().load_data("endpoints"))
     return {
@@ -137,10 +138,6 @@ def caller_identity(
     region: str, timeout: float = 5.0, session: Any = None
 ) -> tuple[dict[str, Any] | None, list[Problem]]:
     """Whom the resolvable credentials belong to (STS, one try, short timeouts), or why not."""
-    import boto3
-    from botocore import exceptions as bx
-    from botocore.config import Config
-
     try:
         session = session or boto3.session.Session()
         credentials = session.get_credentials()
@@ -197,20 +194,6 @@ def check_aws(
     return problems + trouble
 
 
-def notebook_defaults(notebooks: Iterable[str]) -> dict[str, Any]:
-    """The parameters the notebooks declare, with their default values (first one wins)."""
-    import papermill as pm
-
-    defaults: dict[str, Any] = {}
-    for notebook in notebooks:
-        for name, spec in pm.inspect_notebook(str(paths.notebooks_dir() / notebook)).items():
-            try:
-                defaults.setdefault(name, ast.literal_eval(spec["default"]))
-            except (ValueError, SyntaxError):
-                defaults.setdefault(name, spec["default"])
-    return defaults
-
-
 def check_run(
     parameters: Mapping[str, Any],
     steps: Sequence[str] | None = None,
@@ -220,28 +203,28 @@ def check_run(
     """:func:`check_aws` and :func:`check_sam_local` for a ``mnist-lambda run``, for its steps
     that run with ``target=aws`` or ``sam-local``.
 
-    Each step's values are its notebook's defaults, then ``base`` (a replay's per-step
-    parameters), then ``parameters`` (``-p``), as the runner applies them. ``out``: as in
-    :func:`check_aws`.
+    Each step's values are the runner's own (:func:`runner.plan_parameters`): its notebook's
+    defaults, then ``base`` (a replay's per-step parameters), then ``parameters`` (``-p``).
+    ``out``: as in :func:`check_aws`.
     """
     try:
         selected = runner.select_steps(steps)
+        plans = runner.plan_parameters(selected, parameters, base)
     except runner.RunError:
-        return []  # runner.run says which steps are unknown
+        return []  # runner.run says which steps or parameters are unknown
+    effective = runner.effective_parameters(selected, plans)
     buckets: list[str] = []
     regions: list[str] = []
     building = aws = sam_local = False
     for step in selected:
-        declared = notebook_defaults([step.notebook])
-        given = {k: v for k, v in parameters.items() if k in declared}
-        values = {**declared, **(base or {}).get(step.name, {}), **given}
-        if "target" not in declared or values["target"] not in ("aws", "sam-local"):
+        values = effective[step.name]
+        if values.get("target") not in ("aws", "sam-local"):
             continue
         if values["target"] == "sam-local":  # a teardown only stops processes
             sam_local |= not (step.name == "deploy" and values.get("teardown"))
             continue
         aws = True
-        if "bucket" in declared and str(values["bucket"]) not in buckets:
+        if "bucket" in values and str(values["bucket"]) not in buckets:
             buckets.append(str(values["bucket"]))
         if str(values.get("region") or "") not in regions:
             regions.append(str(values.get("region") or ""))

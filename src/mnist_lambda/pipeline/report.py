@@ -10,12 +10,19 @@ import base64
 import html
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
 import nbformat
 from nbconvert import HTMLExporter
 
-from mnist_lambda.pipeline.record import STATE_FILE
+from mnist_lambda.pipeline import metrics
+from mnist_lambda.pipeline.metrics import (
+    DataMetrics,
+    EndpointMetrics,
+    ModelMetrics,
+    TrainingMetrics,
+    TuneMetrics,
+)
+from mnist_lambda.pipeline.state import SampleState, read_state
 from mnist_lambda.storage import atomic_write_text, read_json
 
 KEY_FIGURES = {
@@ -26,8 +33,8 @@ KEY_FIGURES = {
 
 def fallback_warning(run_dir: Path) -> str:
     """A WARNING line when ``data_source=auto`` fell back to the 5,000-digit sample, else ""."""
-    sample = read_json(Path(run_dir) / STATE_FILE).get("sample") or {}
-    if not sample.get("fell_back"):
+    sample = read_state(run_dir, SampleState)
+    if sample is None or not sample.fell_back:
         return ""
     return (
         "WARNING: data_source=auto fell back to the 5,000-digit MNIST sample instead of OpenML; "
@@ -35,60 +42,73 @@ def fallback_warning(run_dir: Path) -> str:
     )
 
 
-def _accuracy(model: dict[str, Any]) -> str:
-    if "test_accuracy" not in model:
-        return "-"
-    cv = f", CV {model['cv_mean']:.4f} ± {model['cv_std']:.4f}" if model.get("cv_scores") else ""
-    return f"{model['test_accuracy']:.4f}{cv}"
+def _accuracy(model: ModelMetrics) -> str:
+    cv = f", CV {model.cv_mean:.4f} ± {model.cv_std:.4f}" if model.cv_scores else ""
+    return f"{model.test_accuracy:.4f}{cv}"
+
+
+def _data_rows(data: DataMetrics) -> list[tuple[str, str]]:
+    return [
+        ("data", f"{data.data_source_used} (asked: {data.data_source})"),
+        ("train / test", f"{data.n_train:,} / {data.n_test:,} digits"),
+    ]
+
+
+def _training_rows(training: TrainingMetrics) -> list[tuple[str, str]]:
+    serving = training.serving
+    return [
+        ("baseline test accuracy", _accuracy(training.baseline)),
+        ("serving test accuracy", _accuracy(serving)),
+        ("serving model", f"{training.serving_model} ({serving.format})"),
+    ]
+
+
+def _endpoint_rows(endpoint: EndpointMetrics) -> list[tuple[str, str]]:
+    warm = endpoint.warm_latency_seconds
+    init = endpoint.cold_start_init_ms
+    return [
+        (
+            "endpoint agreement",
+            f"{endpoint.agreement:.2%} of {endpoint.rows_per_request:,} rows "
+            f"(accuracy {endpoint.accuracy:.4f}) at {endpoint.url}",
+        ),
+        (
+            "endpoint latency",
+            f"cold start {endpoint.cold_start_seconds:.2f} s"
+            + (f" (init {init:.0f} ms)" if init else "")
+            + f"; warm p50 {warm['p50']:.3f} s, p95 {warm['p95']:.3f} s",
+        ),
+    ]
+
+
+def _tune_rows(tune: TuneMetrics) -> list[tuple[str, str]]:
+    picked = tune.recommendation.get("memory_mb") if tune.recommendation else None
+    if not picked:
+        return []
+    swept = "/".join(str(r["memory_mb"]) for r in tune.results)
+    return [
+        (
+            "MemorySize pick",
+            f"{picked:,} MB of {swept} (the cheapest within 10 % of the fastest; "
+            "`mnist-lambda tune` sweeps more)",
+        )
+    ]
 
 
 def summary_rows(run_dir: Path) -> list[tuple[str, str]]:
     """(label, value) rows: data, split, both models, the endpoint, status and timings."""
     run_dir = Path(run_dir)
-    metrics = read_json(run_dir / "metrics.json")
-    run = read_json(run_dir / "run.json")
     rows: list[tuple[str, str]] = [("run", run_dir.name)]
-    if "data_source_used" in metrics:
-        rows.append(("data", f"{metrics['data_source_used']} (asked: {metrics['data_source']})"))
-    if "n_train" in metrics:
-        rows.append(("train / test", f"{metrics['n_train']:,} / {metrics['n_test']:,} digits"))
-    for name in ("baseline", "serving"):
-        if name in metrics:
-            rows.append((f"{name} test accuracy", _accuracy(metrics[name])))
-    if serving := metrics.get("serving_model"):
-        fmt = (metrics.get("serving") or {}).get("format", "")
-        rows.append(("serving model", f"{serving} ({fmt})" if fmt else serving))
-    endpoint = metrics.get("endpoint") or {}
-    if endpoint:
-        rows.append(
-            (
-                "endpoint agreement",
-                f"{endpoint['agreement']:.2%} of {endpoint['rows_per_request']:,} rows "
-                f"(accuracy {endpoint['accuracy']:.4f}) at {endpoint['url']}",
-            )
-        )
-        warm = endpoint["warm_latency_seconds"]
-        init = endpoint.get("cold_start_init_ms")
-        rows.append(
-            (
-                "endpoint latency",
-                f"cold start {endpoint['cold_start_seconds']:.2f} s"
-                + (f" (init {init:.0f} ms)" if init else "")
-                + f"; warm p50 {warm['p50']:.3f} s, p95 {warm['p95']:.3f} s",
-            )
-        )
-    tune = metrics.get("tune") or {}
-    if picked := (tune.get("recommendation") or {}).get("memory_mb"):
-        swept = "/".join(str(r["memory_mb"]) for r in tune.get("results") or [])
-        rows.append(
-            (
-                "MemorySize pick",
-                f"{picked:,} MB of {swept} (the cheapest within 10 % of the fastest; "
-                "`mnist-lambda tune` sweeps more)",
-            )
-        )
-    timings = run.get("timings") or {}
-    if timings:
+    if data := metrics.read(run_dir, DataMetrics):
+        rows += _data_rows(data)
+    if training := metrics.read(run_dir, TrainingMetrics):
+        rows += _training_rows(training)
+    if endpoint := metrics.read(run_dir, EndpointMetrics):
+        rows += _endpoint_rows(endpoint)
+    if tune := metrics.read(run_dir, TuneMetrics):
+        rows += _tune_rows(tune)
+    run = read_json(run_dir / "run.json")
+    if timings := run.get("timings") or {}:
         steps = ", ".join(f"{k} {v:.1f} s" for k, v in timings.items())
         rows.append(("steps", f"{steps} (total {sum(timings.values()):.1f} s)"))
     if run.get("status"):

@@ -2,7 +2,7 @@
 
 ``run.json`` records, per step, every parameter its notebook ran with (the notebook's defaults
 overridden by what was passed), so :func:`replay_plan` can repeat a run exactly. Steps hand
-their results on through ``run_state.json`` (see :mod:`mnist_lambda.pipeline.record`). After
+their results on through ``run_state.json`` (see :mod:`mnist_lambda.pipeline.state`). After
 the run, the run's local stack (if any) is stopped unless ``keep_stack``.
 """
 
@@ -19,10 +19,12 @@ from typing import Any
 
 import papermill as pm
 import yaml
+from ipykernel.kernelspec import install as install_kernel
+from jupyter_client.kernelspec import KernelSpecManager, NoSuchKernel
 
 from mnist_lambda import paths, provenance, storage
 from mnist_lambda.deploy import targets
-from mnist_lambda.pipeline import record, report
+from mnist_lambda.pipeline import metrics, report, state
 from mnist_serving.model import file_sha256
 
 KERNEL_NAME = "mnist-lambda"
@@ -103,17 +105,13 @@ def notebook_defaults(step: Step) -> dict[str, Any]:
 
 def ensure_kernel() -> str:
     """A kernel spec in this environment that runs this interpreter (user kernels can't shadow)."""
-    from jupyter_client.kernelspec import KernelSpecManager, NoSuchKernel
-
     try:
         spec = KernelSpecManager().get_kernel_spec(KERNEL_NAME)
         if spec.argv and Path(spec.argv[0]) == Path(sys.executable):
             return KERNEL_NAME
     except NoSuchKernel:
         pass
-    from ipykernel.kernelspec import install
-
-    install(kernel_name=KERNEL_NAME, display_name="mnist-lambda (.venv)", prefix=sys.prefix)
+    install_kernel(kernel_name=KERNEL_NAME, display_name="mnist-lambda (.venv)", prefix=sys.prefix)
     return KERNEL_NAME
 
 
@@ -166,6 +164,24 @@ def replay_plan(run_json: str | Path) -> tuple[list[str], dict[str, dict[str, An
     return list(recorded.get("steps") or plans), plans
 
 
+def effective_parameters(
+    steps: Sequence[Step], plans: Mapping[str, Mapping[str, Any]]
+) -> dict[str, dict[str, Any]]:
+    """Every parameter each step's notebook runs with: its defaults, overridden by its plan
+    (:func:`plan_parameters`)."""
+    return {s.name: notebook_defaults(s) | dict(plans[s.name]) for s in steps}
+
+
+def new_run_id(root: str | Path) -> str:
+    """UTC time + short git sha, e.g. ``20261127T171500Z-1a2b3c4``."""
+    stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%SZ")
+    return f"{stamp}-{provenance.git_sha(root).replace('-dirty', 'd')}"
+
+
+def _now() -> str:
+    return dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
+
+
 def run(
     out_dir: str | Path | None = None,
     steps: Sequence[str] | None = None,
@@ -180,21 +196,56 @@ def run(
     ``base`` gives per-step parameters (from :func:`replay_plan`) that ``parameters`` override.
     """
     root = paths.project_root()
-    run_id = Path(out_dir).name if out_dir else record.new_run_id(root)
+    run_id = Path(out_dir).name if out_dir else new_run_id(root)
     run_dir = Path(out_dir).resolve() if out_dir else paths.outputs_dir() / run_id
     chosen = select_steps(steps)
     given = dict(parameters or {})
     plans = plan_parameters(chosen, given | {"run_dir": str(run_dir)}, base)
-    effective = {s.name: notebook_defaults(s) | plans[s.name] for s in chosen}
     run_dir.mkdir(parents=True, exist_ok=True)
     kernel = ensure_kernel()
+    effective = effective_parameters(chosen, plans)
+    info = _run_record(root, run_id, chosen, given, effective, replayed_from)
+    storage.atomic_write_json(run_dir / "run.json", info)
+    metrics.write(run_dir, metrics.RunMetrics(run_id))
+    result = RunResult(run_dir=run_dir, status="running")
+    executed: list[Path] = []
+    try:
+        for number, step in enumerate(chosen, 1):
+            tag = f"[{number}/{len(chosen)} {step.name}]"
+            error = _execute(step, tag, run_dir, plans[step.name], kernel, progress, info)
+            executed.append(run_dir / step.notebook)
+            if error:
+                result.status, result.error = "failed", error
+                break
+            seconds = info["timings"][step.name]
+            notebook = str(run_dir / step.notebook)
+            result.steps.append({"step": step.name, "notebook": notebook, "seconds": seconds})
+        else:
+            result.status = "succeeded"
+    except KeyboardInterrupt:
+        result.status = "interrupted"
+        result.error = "interrupted (Ctrl-C); outputs written so far are complete files"
+        raise
+    finally:
+        _finish(run_dir, info, result, executed, keep_stack)
+    return result
 
-    info: dict[str, Any] = {
+
+def _run_record(
+    root: Path,
+    run_id: str,
+    steps: Sequence[Step],
+    given: Mapping[str, Any],
+    effective: Mapping[str, Mapping[str, Any]],
+    replayed_from: str | Path | None,
+) -> dict[str, Any]:
+    """``run.json`` as a run starts: what was asked, and the code and libraries it runs."""
+    return {
         "run_id": run_id,
         "status": "running",
-        "started": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
-        "steps": [s.name for s in chosen],
-        "parameters": given,
+        "started": _now(),
+        "steps": [s.name for s in steps],
+        "parameters": dict(given),
         "effective_parameters": effective,
         "replayed_from": str(replayed_from) if replayed_from else None,
         "git_sha": provenance.git_sha(root, short=False),
@@ -203,67 +254,71 @@ def run(
         "library_versions": provenance.library_versions(),
         "timings": {},
     }
-    storage.atomic_write_json(run_dir / "run.json", info)
-    record.update_metrics(run_dir, run_id=run_id)
-    result = RunResult(run_dir=run_dir, status="running")
-    executed: list[Path] = []
+
+
+def _execute(
+    step: Step,
+    tag: str,
+    run_dir: Path,
+    parameters: Mapping[str, Any],
+    kernel: str,
+    progress: bool,
+    info: dict[str, Any],
+) -> str:
+    """Run one step's notebook into the run folder and time it (``info["timings"]``); return
+    "" when it succeeded, else what failed and where."""
+    output = run_dir / step.notebook
+    started = time.perf_counter()
+    print(f"{tag} start {step.notebook} -> {output}", file=sys.stderr, flush=True)
+    # papermill rewrites its output after every cell, in place: it runs into a partial file
+    # beside the output, renamed over it once the notebook has finished (or failed in a cell),
+    # so the run folder never holds a half-written notebook.
+    partial = output.with_name(f".{output.stem}.partial.ipynb")
+    error = ""
     try:
-        for number, step in enumerate(chosen, 1):
-            output = run_dir / step.notebook
-            started = time.perf_counter()
-            tag = f"[{number}/{len(chosen)} {step.name}]"
-            print(f"{tag} start {step.notebook} -> {output}", file=sys.stderr, flush=True)
-            # papermill rewrites its output after every cell, in place: it runs into a partial
-            # file beside the output, renamed over it once the notebook has finished (or failed
-            # in a cell), so the run folder never holds a half-written notebook.
-            partial = output.with_name(f".{output.stem}.partial.ipynb")
-            try:
-                pm.execute_notebook(
-                    str(paths.notebooks_dir() / step.notebook),
-                    str(partial),
-                    parameters=plans[step.name],
-                    kernel_name=kernel,
-                    cwd=str(paths.notebooks_dir()),
-                    progress_bar=progress,
-                )
-                partial.replace(output)
-            except pm.PapermillExecutionError as exc:
-                partial.replace(output)
-                executed.append(output)
-                result.status = "failed"
-                result.error = (
-                    f"step '{step.name}' failed in notebooks/{step.notebook}, cell "
-                    f"{exc.cell_index} (execution count {exc.exec_count}): "
-                    f"{exc.ename}: {exc.evalue}\n"
-                    f"The executed notebook is kept for inspection: {output}"
-                )
-                break
-            finally:
-                info["timings"][step.name] = round(time.perf_counter() - started, 2)
-                done = "failed" if result.status == "failed" else "done"
-                print(f"{tag} {done} in {info['timings'][step.name]:.1f} s", file=sys.stderr)
-            executed.append(output)
-            result.steps.append(
-                {"step": step.name, "notebook": str(output), "seconds": info["timings"][step.name]}
+        try:
+            pm.execute_notebook(
+                str(paths.notebooks_dir() / step.notebook),
+                str(partial),
+                parameters=dict(parameters),
+                kernel_name=kernel,
+                cwd=str(paths.notebooks_dir()),
+                progress_bar=progress,
             )
-        else:
-            result.status = "succeeded"
-    except KeyboardInterrupt:
-        result.status = "interrupted"
-        result.error = "interrupted (Ctrl-C); outputs written so far are complete files"
-        raise
+        except pm.PapermillExecutionError as exc:
+            error = (
+                f"step '{step.name}' failed in notebooks/{step.notebook}, cell "
+                f"{exc.cell_index} (execution count {exc.exec_count}): "
+                f"{exc.ename}: {exc.evalue}\n"
+                f"The executed notebook is kept for inspection: {output}"
+            )
+        partial.replace(output)
     finally:
-        if not keep_stack and targets.stop_local(run_dir):
-            print("local stack stopped (--keep-stack leaves it running)", file=sys.stderr)
-        info.update(
-            status=result.status,
-            error=result.error,
-            finished=dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
-            data_spec=record.read_state(run_dir, "sample").get("data_spec"),
-        )
-        storage.atomic_write_json(run_dir / "run.json", info)
-        if executed:
-            report.write_html_report(
-                executed, run_dir / "report.html", title=f"Run {run_id}", run_dir=run_dir
-            )
-    return result
+        info["timings"][step.name] = round(time.perf_counter() - started, 2)
+        done = "failed" if error else "done"
+        print(f"{tag} {done} in {info['timings'][step.name]:.1f} s", file=sys.stderr)
+    return error
+
+
+def _finish(
+    run_dir: Path,
+    info: dict[str, Any],
+    result: RunResult,
+    executed: Sequence[Path],
+    keep_stack: bool,
+) -> None:
+    """Stop the run's local stack (unless ``keep_stack``), complete ``run.json`` and write the
+    report of the notebooks that ran."""
+    if not keep_stack and targets.stop_local(run_dir):
+        print("local stack stopped (--keep-stack leaves it running)", file=sys.stderr)
+    sample = state.read_state(run_dir, state.SampleState)
+    info.update(
+        status=result.status,
+        error=result.error,
+        finished=_now(),
+        data_spec=sample.data_spec if sample else None,
+    )
+    storage.atomic_write_json(run_dir / "run.json", info)
+    if executed:
+        title = f"Run {info['run_id']}"
+        report.write_html_report(executed, run_dir / "report.html", title=title, run_dir=run_dir)
