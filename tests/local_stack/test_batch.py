@@ -7,6 +7,7 @@ import http.server
 import io
 import itertools
 import json
+import logging
 import random
 import signal
 import subprocess
@@ -348,7 +349,8 @@ def first_pixel_rows(n: int) -> np.ndarray:
     return pixels
 
 
-def test_row_order_is_preserved_with_out_of_order_completion(moto_s3, labeller):
+def test_row_order_is_preserved_with_out_of_order_completion(moto_s3, labeller, caplog):
+    caplog.set_level(logging.INFO, logger="mnist_lambda.batch.run")  # predict-batch -v
     s3 = moto_s3
     result = batch.run_batch(
         first_pixel_rows(2_345),
@@ -362,6 +364,8 @@ def test_row_order_is_preserved_with_out_of_order_completion(moto_s3, labeller):
     assert result.chunks == 24 and result.calls == 24 and result.retries == 0
     np.testing.assert_array_equal(result.labels, (np.arange(2_345) % 256) % 10)
     assert s3.list_objects_v2(Bucket="batch-bucket", Prefix="batch/").get("KeyCount") == 0
+    requests = sorted(r.getMessage() for r in caplog.records if r.getMessage().startswith("chunk"))
+    assert len(requests) == 24 and requests[0].startswith("chunk 1/24: rows 0-100, HTTP 200 in")
 
 
 def test_a_failed_batch_resumes_with_only_its_missing_chunks(moto_s3, labeller, tmp_path):
@@ -637,7 +641,7 @@ def test_predict_batch_cli(stack, mnist_xy, small_model_path, tmp_path, capsys):
     np.save(source, x[:1_500])
     out = tmp_path / "labels.npy"
     code = cli.main(
-        ["predict-batch", str(source), "--local-stack", str(state), "-o", str(out),
+        ["predict-batch", str(source), "--local-stack", str(state), "--out", str(out),
          "--rows-per-chunk", "400", "-c", "2", "-q"]
     )  # fmt: skip
     assert code == 0
@@ -656,9 +660,10 @@ def test_predict_batch_cli_with_probabilities(stack, mnist_xy, small_model_path,
     model = load(small_model_path)
     args = ["predict-batch", str(source), "--local-stack", str(state), "--rows-per-chunk", "300",
             "-q", "--return", "probabilities"]  # fmt: skip
-    assert cli.main([*args, "-o", str(tmp_path / "p.npy")]) == 2  # refused before any call
+    assert cli.main([*args, "--out", str(tmp_path / "p.npy")]) == 2  # refused before any call
     assert ".json or .npz" in capsys.readouterr().err
-    assert cli.main([*args, "-o", str(tmp_path / "p.npz"), "--output-prefix", "predictions/"]) == 0
+    npz = [*args, "--out", str(tmp_path / "p.npz"), "--output-prefix", "predictions/"]
+    assert cli.main(npz) == 0
     summary = json.loads(capsys.readouterr().out)
     assert summary["return"] == "probabilities" and summary["chunks"] == 2
     with np.load(tmp_path / "p.npz", allow_pickle=False) as data:
@@ -667,7 +672,7 @@ def test_predict_batch_cli_with_probabilities(stack, mnist_xy, small_model_path,
             data["probabilities"], model.predict_proba(x[:600]), rtol=0, atol=PROBA_ATOL
         )
         np.testing.assert_array_equal(data["classes"], model.classes)
-    assert cli.main([*args, "-o", str(tmp_path / "p.json")]) == 0
+    assert cli.main([*args, "--out", str(tmp_path / "p.json")]) == 0
     answer = json.loads((tmp_path / "p.json").read_text())
     assert answer["labels"] == model.predict(x[:600]).tolist()
     assert np.shape(answer["probabilities"]) == (600, 10) and answer["classes"] == [*range(10)]
@@ -737,7 +742,7 @@ def test_predict_batch_killed_and_run_again_resumes(stack, mnist_xy, small_model
     out = tmp_path / "killed" / "labels.npy"
     args = ["predict-batch", str(source), "--local-stack", str(state), "-c", "1", "-q"]
     args += ["--rows-per-chunk", "100"]
-    command = [sys.executable, "-m", "mnist_lambda.cli", *args, "-o", str(out)]
+    command = [sys.executable, "-m", "mnist_lambda.cli", *args, "--out", str(out)]
     proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     manifest: dict = {}
     try:
@@ -770,6 +775,6 @@ def test_predict_batch_killed_and_run_again_resumes(stack, mnist_xy, small_model
     assert not folder.exists()  # the record goes once the output is written
 
     whole = tmp_path / "whole" / "labels.npy"
-    assert cli.main([*args, "-o", str(whole)]) == 0
+    assert cli.main([*args, "--out", str(whole)]) == 0
     np.testing.assert_array_equal(np.load(out), np.load(whole))
     np.testing.assert_array_equal(np.load(out), load(small_model_path).predict(rows))

@@ -85,7 +85,7 @@ def test_cli_has_the_new_subcommands():
     parser = cli.build_parser()
     args = parser.parse_args(["bench", "--quick", "--out", "x"])
     assert args.quick and args.out == "x" and args.func is not None
-    args = parser.parse_args(["predict-batch", "s3://b/k.npy", "-o", "p.npy", "--url", "u"])
+    args = parser.parse_args(["predict-batch", "s3://b/k.npy", "--out", "p.npy", "--url", "u"])
     assert args.source == "s3://b/k.npy" and args.concurrency == 4
     for existing in (["run", "--steps", "sample"], ["params"]):
         assert parser.parse_args(existing).func is not None

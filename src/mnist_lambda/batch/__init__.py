@@ -26,6 +26,7 @@ environment. Locally, ``mnist-lambda serve --instances N`` stands in for it.
 
 from mnist_lambda.batch.files import (
     check_destination,
+    default_work_prefix,
     load_npy,
     parse_s3_url,
     read_source,
@@ -59,6 +60,7 @@ __all__ = [
     "Progress",
     "batch_identity",
     "check_destination",
+    "default_work_prefix",
     "load_npy",
     "measure_throughput",
     "parse_s3_url",

@@ -27,6 +27,13 @@ def parse_s3_url(url: str) -> tuple[str, str]:
     return bucket, key
 
 
+def default_work_prefix(source: str) -> str:
+    """Where a batch's chunks go when not told: ``batch/`` beside an ``s3://`` source's object
+    (the function reads there already), else ``batch/``."""
+    key = parse_s3_url(source)[1] if source.startswith("s3://") else ""
+    return key.rsplit("/", 1)[0] + "/batch/" if "/" in key else "batch/"
+
+
 def load_npy(data: bytes) -> np.ndarray:
     """``(n, 784)`` pixels from ``.npy`` bytes (no pickle)."""
     pixels = np.load(io.BytesIO(data), allow_pickle=False)

@@ -10,6 +10,7 @@ from mnist_lambda.aws_limits import (
     API_GATEWAY_TIMEOUT_S,
     LAMBDA_RESPONSE_BYTES,
 )
+from mnist_lambda.template.reader import function_settings
 from mnist_serving.predictions import MAX_JSON_BYTES_PER_VALUE
 from mnist_serving.schema import N_CLASSES, N_PIXELS
 
@@ -100,8 +101,6 @@ def plan_chunks(
     if REQUEST_BODY_BYTES * 2 > API_GATEWAY_PAYLOAD_BYTES:  # pragma: no cover - constants
         raise AssertionError("request body bound exceeds the request limit")
     if time_limit_s is None or max_object_bytes is None:
-        from mnist_lambda.template.reader import function_settings
-
         settings = function_settings()
         time_limit_s = settings.function.timeout if time_limit_s is None else time_limit_s
         max_object_bytes = max_object_bytes or settings.max_object_bytes

@@ -6,26 +6,35 @@ chunk is kept, and the same batch started again sends only the chunks still miss
 With ``return_probabilities`` every call asks ``"return": "probabilities"``: the probabilities
 come back in row order too, from each chunk's ``.npz`` (``output_key``, float32 as the model
 computed them) or from the answer (rounded by the endpoint to 4 decimals).
+
+Each chunk's request is logged at INFO (``mnist_lambda.batch.run``; ``predict-batch -v``).
 """
 
 from __future__ import annotations
 
 import io
+import logging
 import threading
 import time
 import uuid
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+from tqdm.auto import tqdm
+from tqdm.contrib.logging import logging_redirect_tqdm
 
 from mnist_lambda.batch.plan import ChunkPlan, plan_chunks
 from mnist_lambda.batch.progress import Progress, batch_identity
-from mnist_lambda.client import DEFAULT_MAX_ATTEMPTS, Client, EndpointError, Result
+from mnist_lambda.client import DEFAULT_MAX_ATTEMPTS, CallStats, Client, EndpointError, Result
+from mnist_lambda.deploy.s3_data import npy_bytes
 from mnist_serving.predictions import Predictions
 from mnist_serving.schema import N_PIXELS
+
+log = logging.getLogger(__name__)
 
 
 class BatchError(RuntimeError):
@@ -75,12 +84,6 @@ class BatchResult:
         return data
 
 
-def _npy(pixels: np.ndarray) -> bytes:
-    from mnist_lambda.deploy.s3_data import npy_bytes
-
-    return npy_bytes(pixels)
-
-
 def measure_throughput(
     client: Client, s3: Any, bucket: str, key: str, pixels: np.ndarray, calls: int = 2
 ) -> float:
@@ -89,7 +92,7 @@ def measure_throughput(
     The probe object is uploaded once and called ``calls`` times; the fastest call counts as the
     warm one (the first may pay a cold start), so a slower, colder call has the safety margin.
     """
-    s3.put_object(Bucket=bucket, Key=key, Body=_npy(pixels))
+    s3.put_object(Bucket=bucket, Key=key, Body=npy_bytes(pixels))
     try:
         best = min(client.predict(bucket, key).seconds for _ in range(calls))
     except EndpointError as exc:
@@ -129,175 +132,313 @@ def run_batch(
     With ``return_probabilities`` the result also has ``probabilities`` and ``classes`` (each
     call asks ``"return": "probabilities"``; with ``output_prefix`` each chunk is an ``.npz``).
     """
-    from tqdm.auto import tqdm
-
     pixels = np.asarray(pixels)
     if pixels.ndim != 2 or pixels.shape[1] != N_PIXELS:
         raise ValueError(f"expected (n, {N_PIXELS}) pixels, got shape {pixels.shape}")
     pool_size = max(1, concurrency)
     own_client = client is None
     client = client or Client(url, max_attempts=max_attempts, pool_size=pool_size)
-    record: Progress | None = None
-    if state_dir is not None:
-        run_id, identity = batch_identity(
-            pixels,
-            rows_per_chunk=rows_per_chunk,
-            output_prefix=output_prefix,
-            destination=destination,
-            probabilities=return_probabilities,
-        )
-        record = Progress(Path(state_dir) / f".predict-batch-{run_id}", run_id, identity)
-    else:
-        run_id = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime()) + "-" + uuid.uuid4().hex[:6]
+    run_id, record = _open_record(
+        pixels, state_dir, rows_per_chunk, output_prefix, destination, return_probabilities
+    )
     work = f"{work_prefix}{run_id}/"
     try:
         plan = record.plan if record else None
-        if plan is None and rows_per_chunk:
-            plan = ChunkPlan.fixed(len(pixels), rows_per_chunk, rows_per_second)
-        elif plan is None:
-            if rows_per_second is None:
-                probe = pixels[: min(probe_rows, len(pixels))]
-                rows_per_second = measure_throughput(client, s3, bucket, f"{work}probe.npy", probe)
-            plan = plan_chunks(
+        if plan is None:
+            probe = pixels[: min(probe_rows, len(pixels))]
+            plan = _plan(
                 len(pixels),
+                rows_per_chunk,
                 rows_per_second,
+                lambda: measure_throughput(client, s3, bucket, f"{work}probe.npy", probe),
                 concurrency=concurrency,
                 output_to_s3=output_prefix is not None,
                 probabilities=return_probabilities,
             )
-        bounds = plan.bounds()
-        labels = np.full(len(pixels), -1, dtype=np.int64)
-        lock = threading.Lock()
-        collected: dict[str, np.ndarray] = {}  # probabilities and classes, once known
-
-        def keep(index: int, got: Predictions) -> None:
-            """Put a chunk's answer in place (checked against its rows and the classes)."""
-            start, stop = bounds[index]
-            if got.labels.shape != (stop - start,):
-                raise BatchError(
-                    f"chunk {index}: {got.labels.shape[0]} labels for {stop - start} rows"
-                )
-            labels[start:stop] = got.labels
-            if not return_probabilities:
-                return
-            if got.probabilities is None or got.classes is None:
-                raise BatchError(f"chunk {index}: the answer has no probabilities")
-            if got.probabilities.shape != (stop - start, len(got.classes)):
-                raise BatchError(
-                    f"chunk {index}: probabilities of shape {got.probabilities.shape}"
-                )
-            with lock:
-                if "classes" not in collected:
-                    collected["classes"] = np.asarray(got.classes, dtype=np.int64)
-                    shape = (len(pixels), len(got.classes))
-                    collected["probabilities"] = np.full(shape, np.nan, dtype=np.float32)
-                elif not np.array_equal(collected["classes"], got.classes):
-                    raise BatchError(f"chunk {index}: classes {got.classes.tolist()} differ")
-                collected["probabilities"][start:stop] = got.probabilities
-
-        answered = record.begin(plan) if record else {}
-        for index, got in answered.items():
-            keep(index, got)
-        todo = [i for i in range(len(bounds)) if i not in answered]
-        base = (client.stats.calls, client.stats.retries, dict(client.stats.statuses))
-        model = {"sha256": record.model_sha256 if record else None}
-
-        def same_model(sha256: str | None) -> None:
-            with lock:
-                if sha256 and model["sha256"] and sha256 != model["sha256"]:
-                    where = f"; delete {record.folder} to start over" if record else ""
-                    raise BatchError(
-                        f"the endpoint's model changed during the batch "
-                        f"({model['sha256'][:12]} -> {sha256[:12]}){where}"
-                    )
-                model["sha256"] = model["sha256"] or sha256
-
-        def one(index: int) -> int:
-            start, stop = bounds[index]
-            key = f"{work}chunk-{index:05d}.npy"
-            s3.put_object(Bucket=bucket, Key=key, Body=_npy(pixels[start:stop]))
-            output_key = None
-            if output_prefix is not None:
-                suffix = ".npz" if return_probabilities else ".npy"
-                output_key = f"{output_prefix}{run_id}/chunk-{index:05d}{suffix}"
-            try:
-                result = client.predict(bucket, key, output_key, return_probabilities)
-                got = _from_body(result) if output_key is None else None
-            except EndpointError as exc:
-                raise BatchError(str(exc)) from exc
-            same_model(result.model_sha256)
-            if output_key is not None:
-                where = result.body
-                raw = s3.get_object(Bucket=where["bucket"], Key=where["key"])["Body"].read()
-                got = _from_object(raw, return_probabilities)
-            keep(index, got)
-            if record is not None:
-                record.record(
-                    index,
-                    got,
-                    model_sha256=result.model_sha256,
-                    request_id=result.request_id,
-                    calls=client.stats.calls - base[0],
-                    retries=client.stats.retries - base[1],
-                )
-            if not keep_chunks:
-                s3.delete_object(Bucket=bucket, Key=key)
-                if output_key is not None:
-                    s3.delete_object(Bucket=where["bucket"], Key=where["key"])
-            return stop - start
-
-        started = time.perf_counter()
-        with (
-            ThreadPoolExecutor(max_workers=pool_size, thread_name_prefix="batch") as executor,
-            tqdm(
-                total=len(pixels),
-                initial=int(sum(len(v) for v in answered.values())),
-                unit="row",
-                unit_scale=True,
-                desc="predict",
-                disable=not progress,
-            ) as bar,
-        ):
-            futures = [executor.submit(one, i) for i in todo]
-            try:
-                for future in as_completed(futures):
-                    bar.update(future.result())
-            except BaseException:
-                for future in futures:
-                    future.cancel()
-                raise
-        seconds = time.perf_counter() - started
+        attempt = _Attempt(
+            client=client,
+            s3=s3,
+            bucket=bucket,
+            work=work,
+            run_id=run_id,
+            pixels=pixels,
+            rows=_Rows(plan, return_probabilities),
+            output_prefix=output_prefix,
+            probabilities=return_probabilities,
+            keep_chunks=keep_chunks,
+            record=record,
+        )
+        todo = attempt.resume(plan)
+        seconds = _send_all(
+            attempt.send,
+            todo,
+            pool_size,
+            progress=progress,
+            total=len(pixels),
+            done=attempt.resumed_rows(),
+        )
     finally:
         if own_client:
             client.close()
-    if (labels < 0).any():  # pragma: no cover - every chunk either filled its rows or raised
-        raise BatchError("some rows got no label")
-    probabilities = collected.get("probabilities")
-    if return_probabilities and (probabilities is None or np.isnan(probabilities).any()):
-        raise BatchError("some rows got no probabilities")  # pragma: no cover - as above
-    sent_rows = sum(bounds[i][1] - bounds[i][0] for i in todo)
-    statuses = {
-        k: v - base[2].get(k, 0) for k, v in client.stats.statuses.items() if v - base[2].get(k, 0)
-    }
-    return BatchResult(
-        labels=labels,
-        rows=len(pixels),
-        chunks=len(bounds),
-        rows_per_chunk=plan.rows_per_chunk,
-        seconds=seconds,
-        rows_per_second=sent_rows / seconds if sent_rows and seconds > 0 else 0.0,
-        calls=client.stats.calls - base[0],
-        retries=client.stats.retries - base[1],
-        statuses=statuses,
-        plan=asdict(plan),
-        concurrency=pool_size,
-        run_id=run_id,
-        resumed_chunks=len(answered),
-        sent_chunks=len(todo),
-        state=str(record.folder) if record else None,
+    return attempt.result(plan, todo, seconds, pool_size)
+
+
+def _open_record(
+    pixels: np.ndarray,
+    state_dir: str | Path | None,
+    rows_per_chunk: int | None,
+    output_prefix: str | None,
+    destination: str | None,
+    probabilities: bool,
+) -> tuple[str, Progress | None]:
+    """The batch's run id and, with a ``state_dir``, its progress record (resumable)."""
+    if state_dir is None:
+        run_id = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime()) + "-" + uuid.uuid4().hex[:6]
+        return run_id, None
+    run_id, identity = batch_identity(
+        pixels,
+        rows_per_chunk=rows_per_chunk,
+        output_prefix=output_prefix,
+        destination=destination,
         probabilities=probabilities,
-        classes=collected.get("classes"),
     )
+    return run_id, Progress(Path(state_dir) / f".predict-batch-{run_id}", run_id, identity)
+
+
+def _plan(
+    total_rows: int,
+    rows_per_chunk: int | None,
+    rows_per_second: float | None,
+    measure: Callable[[], float],
+    **planning: Any,
+) -> ChunkPlan:
+    """The chunk size given, or planned from the throughput (``measure``-d if not given)."""
+    if rows_per_chunk:
+        return ChunkPlan.fixed(total_rows, rows_per_chunk, rows_per_second)
+    if rows_per_second is None:
+        rows_per_second = measure()
+        log.info("probe: %.0f rows/s", rows_per_second)
+    return plan_chunks(total_rows, rows_per_second, **planning)
+
+
+class _Rows:
+    """The batch's answers put in row order as chunks come back (thread-safe)."""
+
+    def __init__(self, plan: ChunkPlan, probabilities: bool) -> None:
+        self.bounds = plan.bounds()
+        self.total = plan.total_rows
+        self.want_probabilities = probabilities
+        self.labels = np.full(self.total, -1, dtype=np.int64)
+        self.probabilities: np.ndarray | None = None
+        self.classes: np.ndarray | None = None
+        self._lock = threading.Lock()
+
+    def size(self, index: int) -> int:
+        start, stop = self.bounds[index]
+        return stop - start
+
+    def keep(self, index: int, got: Predictions) -> None:
+        """Put a chunk's answer in place (checked against its rows and the classes)."""
+        start, stop = self.bounds[index]
+        if got.labels.shape != (stop - start,):
+            raise BatchError(
+                f"chunk {index}: {got.labels.shape[0]} labels for {stop - start} rows"
+            )
+        self.labels[start:stop] = got.labels
+        if self.want_probabilities:
+            self._keep_probabilities(index, got)
+
+    def _keep_probabilities(self, index: int, got: Predictions) -> None:
+        start, stop = self.bounds[index]
+        if got.probabilities is None or got.classes is None:
+            raise BatchError(f"chunk {index}: the answer has no probabilities")
+        if got.probabilities.shape != (stop - start, len(got.classes)):
+            raise BatchError(f"chunk {index}: probabilities of shape {got.probabilities.shape}")
+        with self._lock:
+            if self.classes is None:
+                self.classes = np.asarray(got.classes, dtype=np.int64)
+                shape = (self.total, len(got.classes))
+                self.probabilities = np.full(shape, np.nan, dtype=np.float32)
+            elif not np.array_equal(self.classes, got.classes):
+                raise BatchError(f"chunk {index}: classes {got.classes.tolist()} differ")
+            self.probabilities[start:stop] = got.probabilities
+
+    def check_complete(self) -> None:
+        """Every row has its label (and probabilities)."""
+        if (self.labels < 0).any():  # pragma: no cover - every chunk filled its rows or raised
+            raise BatchError("some rows got no label")
+        missing = self.probabilities is None or np.isnan(self.probabilities).any()
+        if self.want_probabilities and missing:
+            raise BatchError("some rows got no probabilities")  # pragma: no cover - as above
+
+
+@dataclass
+class _Attempt:
+    """This run of a batch: the chunks answered before it, sending the others (upload, call,
+    fetch an ``output_key`` answer, keep it, clean up), and what it did."""
+
+    client: Client
+    s3: Any
+    bucket: str
+    work: str
+    run_id: str
+    pixels: np.ndarray
+    rows: _Rows
+    output_prefix: str | None
+    probabilities: bool
+    keep_chunks: bool
+    record: Progress | None
+    model_sha256: str | None = field(init=False)
+    resumed: list[int] = field(init=False, default_factory=list)
+    """Chunks answered by an earlier attempt (kept in the progress record)."""
+    _before: CallStats = field(init=False)
+    _lock: threading.Lock = field(init=False, default_factory=threading.Lock)
+
+    def __post_init__(self) -> None:
+        self.model_sha256 = self.record.model_sha256 if self.record else None
+        stats = self.client.stats
+        self._before = CallStats(stats.calls, stats.retries, dict(stats.statuses))
+
+    def resume(self, plan: ChunkPlan) -> list[int]:
+        """Put the chunks answered before in place; the chunks still to send."""
+        answered = self.record.begin(plan) if self.record else {}
+        for index, got in answered.items():
+            self.rows.keep(index, got)
+        self.resumed = list(answered)
+        todo = [i for i in range(plan.n_chunks) if i not in answered]
+        log.info(
+            "batch %s: %d rows in %d chunks of %d (%s); %d answered before, %d to send",
+            self.run_id, plan.total_rows, plan.n_chunks, plan.rows_per_chunk, plan.binding,
+            len(answered), len(todo),
+        )  # fmt: skip
+        return todo
+
+    def resumed_rows(self) -> int:
+        return sum(self.rows.size(i) for i in self.resumed)
+
+    def result(
+        self, plan: ChunkPlan, todo: Sequence[int], seconds: float, concurrency: int
+    ) -> BatchResult:
+        """What the batch did, once every chunk is answered."""
+        self.rows.check_complete()
+        sent_rows = sum(self.rows.size(i) for i in todo)
+        stats = self.stats()
+        return BatchResult(
+            labels=self.rows.labels,
+            rows=plan.total_rows,
+            chunks=plan.n_chunks,
+            rows_per_chunk=plan.rows_per_chunk,
+            seconds=seconds,
+            rows_per_second=sent_rows / seconds if sent_rows and seconds > 0 else 0.0,
+            calls=stats.calls,
+            retries=stats.retries,
+            statuses=stats.statuses,
+            plan=asdict(plan),
+            concurrency=concurrency,
+            run_id=self.run_id,
+            resumed_chunks=len(self.resumed),
+            sent_chunks=len(todo),
+            state=str(self.record.folder) if self.record else None,
+            probabilities=self.rows.probabilities,
+            classes=self.rows.classes,
+        )
+
+    def stats(self) -> CallStats:
+        """This attempt's calls, retries and statuses (the client may have made others)."""
+        now, before = self.client.stats, self._before
+        statuses = {k: v - before.statuses.get(k, 0) for k, v in now.statuses.items()}
+        return CallStats(
+            now.calls - before.calls,
+            now.retries - before.retries,
+            {k: v for k, v in statuses.items() if v},
+        )
+
+    def send(self, index: int) -> int:
+        """Predict chunk ``index``; the number of its rows."""
+        start, stop = self.rows.bounds[index]
+        key = f"{self.work}chunk-{index:05d}.npy"
+        self.s3.put_object(Bucket=self.bucket, Key=key, Body=npy_bytes(self.pixels[start:stop]))
+        output_key = None
+        if self.output_prefix is not None:
+            suffix = ".npz" if self.probabilities else ".npy"
+            output_key = f"{self.output_prefix}{self.run_id}/chunk-{index:05d}{suffix}"
+        try:
+            result = self.client.predict(self.bucket, key, output_key, self.probabilities)
+            got = _from_body(result) if output_key is None else None
+        except EndpointError as exc:
+            raise BatchError(str(exc)) from exc
+        log.info(
+            "chunk %d/%d: rows %d-%d, HTTP %d in %.3f s, %d retries, request %s",
+            index + 1, len(self.rows.bounds), start, stop, result.status, result.seconds,
+            result.retries, result.request_id,
+        )  # fmt: skip
+        self._same_model(result.model_sha256)
+        if output_key is not None:
+            where = result.body
+            raw = self.s3.get_object(Bucket=where["bucket"], Key=where["key"])["Body"].read()
+            got = _from_object(raw, self.probabilities)
+        self.rows.keep(index, got)
+        if self.record is not None:
+            stats = self.stats()
+            self.record.record(
+                index,
+                got,
+                model_sha256=result.model_sha256,
+                request_id=result.request_id,
+                calls=stats.calls,
+                retries=stats.retries,
+            )
+        if not self.keep_chunks:
+            self.s3.delete_object(Bucket=self.bucket, Key=key)
+            if output_key is not None:
+                self.s3.delete_object(Bucket=where["bucket"], Key=where["key"])
+        return stop - start
+
+    def _same_model(self, sha256: str | None) -> None:
+        """Refuse answers from another model than the batch's first ones."""
+        with self._lock:
+            if sha256 and self.model_sha256 and sha256 != self.model_sha256:
+                where = f"; delete {self.record.folder} to start over" if self.record else ""
+                raise BatchError(
+                    f"the endpoint's model changed during the batch "
+                    f"({self.model_sha256[:12]} -> {sha256[:12]}){where}"
+                )
+            self.model_sha256 = self.model_sha256 or sha256
+
+
+def _send_all(
+    send: Callable[[int], int],
+    todo: Sequence[int],
+    pool_size: int,
+    *,
+    progress: bool,
+    total: int,
+    done: int,
+) -> float:
+    """``send`` every chunk of ``todo`` on ``pool_size`` threads, with a progress bar of rows;
+    the seconds it took. The first failure cancels the chunks not yet started."""
+    started = time.perf_counter()
+    with (
+        ThreadPoolExecutor(max_workers=pool_size, thread_name_prefix="batch") as executor,
+        tqdm(
+            total=total,
+            initial=done,
+            unit="row",
+            unit_scale=True,
+            desc="predict",
+            disable=not progress,
+        ) as bar,
+        logging_redirect_tqdm(),
+    ):
+        futures = [executor.submit(send, i) for i in todo]
+        try:
+            for future in as_completed(futures):
+                bar.update(future.result())
+        except BaseException:
+            for future in futures:
+                future.cancel()
+            raise
+    return time.perf_counter() - started
 
 
 def _from_body(result: Result) -> Predictions:

@@ -13,6 +13,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from mnist_lambda.commands.options import add_verbosity, log_verbosely
 from mnist_lambda.image import base, build, contents, docker_engine
 
 HELP = "build the function's container image (base image, stand-in, Dockerfile) with Docker"
@@ -20,7 +21,7 @@ EXAMPLES = """examples:
   mnist-lambda image base                   # AWS's base image, or its stand-in
   mnist-lambda image base --force           # build the stand-in again
   mnist-lambda image build --model outputs/<run>/model/model.npz --tag mnist-predict:dev
-  mnist-lambda image packages --tag mnist-predict:dev
+  mnist-lambda image packages --tag mnist-predict:dev -q   # equal or NOT EQUAL
 """
 DEFAULT_TAG = "mnist-predict:dev"
 
@@ -37,26 +38,49 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     pkg_p = sub.add_parser("packages", help="the image's task root beside the local stack's")
     pkg_p.add_argument("--tag", default=DEFAULT_TAG, help=f"image tag (default {DEFAULT_TAG})")
     pkg_p.add_argument("--model", type=Path, help="the model whose requirements were built in")
+    for leaf in (base_p, build_p, pkg_p):
+        add_verbosity(
+            leaf,
+            quiet="the result only (the base image's tag, the image id, equal or not)",
+            verbose="also each layer's size (build) and the library logs",
+        )
 
 
 def main(args: argparse.Namespace) -> int:
+    if args.verbose:
+        log_verbosely()
     if (problem := docker_engine.engine_problem()) is not None:
         print(f"error: {problem}", file=sys.stderr)
         return 2
     try:
         if args.image_command == "base":
-            print(base.ensure_base(pull=not args.no_pull, force=args.force).describe())
+            ready = base.ensure_base(pull=not args.no_pull, force=args.force)
+            print(ready.tag if args.quiet else ready.describe())
         elif args.image_command == "build":
-            print(base.ensure_base().describe())
-            image_id = build.build_image(args.tag, model_path=args.model)
-            size = build.image_size(args.tag)
-            print(
-                f"built {args.tag} ({image_id[:19]}): {size.bytes / 1e6:.0f} MB uncompressed, "
-                f"{size.added_bytes / 1e6:.0f} MB above the base, {len(size.layer_bytes)} layers"
-            )
+            _build(args)
         else:
-            print(contents.comparison_text(args.tag, args.model))
+            text = contents.comparison_text(args.tag, args.model)
+            print(text.splitlines()[-1] if args.quiet else text)
     except (base.BaseImageError, docker_engine.DockerError, FileNotFoundError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     return 0
+
+
+def _build(args: argparse.Namespace) -> None:
+    """``image build``: the base image made ready, the build, and what the image weighs."""
+    ready = base.ensure_base()
+    if not args.quiet:
+        print(ready.describe())
+    image_id = build.build_image(args.tag, model_path=args.model)
+    if args.quiet:
+        print(image_id)
+        return
+    size = build.image_size(args.tag)
+    print(
+        f"built {args.tag} ({image_id[:19]}): {size.bytes / 1e6:.0f} MB uncompressed, "
+        f"{size.added_bytes / 1e6:.0f} MB above the base, {len(size.layer_bytes)} layers"
+    )
+    if args.verbose:
+        layers = ", ".join(f"{layer / 1e6:.1f}" for layer in size.layer_bytes)
+        print(f"layers (MB, newest first): {layers}")

@@ -5,7 +5,8 @@ from __future__ import annotations
 import argparse
 import sys
 
-from mnist_lambda.pipeline import runner
+from mnist_lambda.commands.options import add_verbosity, log_verbosely, steps_list
+from mnist_lambda.pipeline import preflight, report, runner
 
 HELP = "run the notebooks in order with papermill"
 EXAMPLES = """examples:
@@ -19,8 +20,10 @@ EXAMPLES = """examples:
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     """The ``mnist-lambda run`` options."""
-    p.add_argument("--out", help="run folder (default: outputs/<UTC time>-<git sha>)")
-    p.add_argument("--steps", help="comma-separated subset, e.g. sample,train")
+    p.add_argument(
+        "--out", metavar="DIR", help="run folder (default: outputs/<UTC time>-<git sha>)"
+    )
+    p.add_argument("--steps", type=steps_list, help="comma-separated subset, e.g. sample,train")
     p.add_argument(
         "--from",
         dest="replay",
@@ -30,9 +33,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument(
         "-p",
-        "--param",
+        dest="params",
         nargs=2,
         action="append",
+        default=[],
         metavar=("KEY", "VALUE"),
         help="a notebook parameter, e.g. -p n_samples 10000 (repeatable)",
     )
@@ -42,15 +46,19 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         help="leave the local stack running after the run (stop it later with "
         "`mnist-lambda run --steps deploy --out <run> -p teardown true`)",
     )
-    p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+    add_verbosity(
+        p,
+        quiet="no progress bars",
+        verbose="each notebook's input, output and working folder (papermill's log)",
+    )
 
 
 def main(args: argparse.Namespace) -> int:
     """Check what ``target=aws`` needs first, run, then print what the run did."""
-    from mnist_lambda.pipeline import preflight, report
-
-    params = {key: runner.parse_value(value) for key, value in args.param or []}
-    steps = [s.strip() for s in args.steps.split(",") if s.strip()] if args.steps else None
+    if args.verbose:
+        log_verbosely()
+    params = {key: runner.parse_value(value) for key, value in args.params}
+    steps = args.steps or None
     try:
         base = None
         if args.replay:
