@@ -85,6 +85,7 @@ class ModelMetrics:
 
     @classmethod
     def of(cls, report: ModelReport, most_confused: Iterable[Sequence[int]]) -> ModelMetrics:
+        """The entry for ``report`` and its most confused (true, predicted, count) pairs."""
         return cls(**report.metrics(), most_confused=[list(row) for row in most_confused])
 
 
@@ -108,6 +109,7 @@ class ServingMetrics(ModelMetrics):
         most_confused: Iterable[Sequence[int]],
         n_components: int | None,
     ) -> ServingMetrics:
+        """The entry for the exported, reloaded serving model (``n_components``: pca_knn's)."""
         parity = result.parity
         return cls(
             **result.report.metrics(),
@@ -228,6 +230,7 @@ class BatchMetrics:
 
     @classmethod
     def of(cls, result: BatchResult) -> BatchMetrics:
+        """The section for what :func:`mnist_lambda.batch.run_batch` returned."""
         return cls(
             result.rows, result.chunks, result.seconds, result.rows_per_second, result.retries
         )
