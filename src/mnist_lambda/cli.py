@@ -9,12 +9,12 @@ from __future__ import annotations
 import argparse
 import importlib
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 
 COMMANDS = {
     "run": "mnist_lambda.commands.run",
     "params": "mnist_lambda.commands.params",
-    "serve": "mnist_lambda.local_stack.supervisor",
+    "serve": "mnist_lambda.commands.serve",
     "predict-batch": "mnist_lambda.commands.predict_batch",
     "bench": "mnist_lambda.bench",
     "tune": "mnist_lambda.commands.tune",
@@ -22,12 +22,13 @@ COMMANDS = {
 }
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """``mnist-lambda`` and its subcommands, each with ``--help`` and examples."""
+def build_parser(names: Iterable[str] = COMMANDS) -> argparse.ArgumentParser:
+    """``mnist-lambda`` and its subcommands ``names`` (default: all), each with ``--help`` and
+    examples."""
     parser = argparse.ArgumentParser(prog="mnist-lambda", description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
-    for name, module_name in COMMANDS.items():
-        module = importlib.import_module(module_name)
+    for name in names:
+        module = importlib.import_module(COMMANDS[name])
         command = sub.add_parser(
             name,
             help=module.HELP,
@@ -41,7 +42,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    argv = sys.argv[1:] if argv is None else list(argv)
+    # only the named subcommand's module: the others' imports take seconds (papermill, ...)
+    names = argv[:1] if argv[:1] and argv[0] in COMMANDS else COMMANDS
+    args = build_parser(names).parse_args(argv)
     return args.func(args)
 
 

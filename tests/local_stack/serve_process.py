@@ -1,4 +1,4 @@
-"""``python -m mnist_lambda.local_stack ...`` as a subprocess the tests drive."""
+"""``mnist-lambda serve ...`` as a subprocess the tests drive."""
 
 from __future__ import annotations
 
@@ -14,13 +14,13 @@ from typing import Any
 
 
 class ServeProcess:
-    """``python -m mnist_lambda.local_stack ...`` as a subprocess; ``info`` is its ready JSON."""
+    """``mnist-lambda serve ...`` as a subprocess; ``info`` is its ready JSON."""
 
     def __init__(self, args: list[str], stderr_path: Path, timeout: float = 30.0) -> None:
         self.stderr_path = stderr_path
         self._stderr = open(stderr_path, "wb")  # noqa: SIM115 - closed in wait()
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "mnist_lambda.local_stack", *args],
+            [sys.executable, "-m", "mnist_lambda.cli", "serve", *args],
             stdout=subprocess.PIPE,
             stderr=self._stderr,
             stdin=subprocess.DEVNULL,

@@ -19,12 +19,10 @@ from echo_app import write_echo_app, write_throttled_echo_app
 from polling import wait_until
 
 from mnist_lambda.local_stack import procs
-from mnist_lambda.local_stack.api_front import ApiFront
-from mnist_lambda.local_stack.lambda_emulator import (
-    FunctionPool,
-    InvokeResult,
-    function_environment,
-)
+from mnist_lambda.local_stack.api_front.server import ApiFront
+from mnist_lambda.local_stack.environment import function_environment
+from mnist_lambda.local_stack.invocation import InvokeResult
+from mnist_lambda.local_stack.lambda_emulator import FunctionPool
 from mnist_lambda.template.reader import Throttle, load_stack_spec
 
 pytestmark = pytest.mark.timeout(60)

@@ -686,8 +686,8 @@ def test_throttling_429_from_the_api_front_is_retried(tmp_path):
     the client backs off on the 429 (no Retry-After, as on API Gateway) until a token is back."""
     from echo_app import write_throttled_echo_app
 
-    from mnist_lambda.local_stack.api_front import ApiFront
-    from mnist_lambda.local_stack.lambda_emulator import InvokeResult
+    from mnist_lambda.local_stack.api_front.server import ApiFront
+    from mnist_lambda.local_stack.invocation import InvokeResult
     from mnist_lambda.template.reader import load_stack_spec
 
     invoked: list[bytes] = []

@@ -23,7 +23,8 @@ from polling import wait_until
 from repo_paths import ROOT
 from serve_process import ServeProcess
 
-from mnist_lambda.local_stack import make_s3_client, procs
+from mnist_lambda.local_stack import procs
+from mnist_lambda.local_stack.protocol import make_s3_client
 from mnist_lambda.local_stack.task_root import read_dockerfile
 
 pytestmark = [pytest.mark.timeout(300), pytest.mark.e2e]
@@ -336,8 +337,10 @@ def test_without_root_the_stack_runs_and_says_what_is_not_enforced(
     probe_app, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The unprivileged path (no mounts, no user switch, no cgroups), in-process, as root too."""
-    from mnist_lambda.local_stack.lambda_emulator import FunctionPool, function_environment
-    from mnist_lambda.local_stack.sandbox import Cgroups, LimitsUnavailable, Sandbox
+    from mnist_lambda.local_stack.cgroups import Cgroups, LimitsUnavailable
+    from mnist_lambda.local_stack.environment import function_environment
+    from mnist_lambda.local_stack.lambda_emulator import FunctionPool
+    from mnist_lambda.local_stack.sandbox import Sandbox
     from mnist_lambda.local_stack.task_root import build
     from mnist_lambda.template.reader import load_stack_spec
 

@@ -18,12 +18,13 @@ from polling import wait_until
 from repo_paths import ROOT
 from serve_process import ServeProcess
 
-from mnist_lambda import local_stack
+from mnist_lambda import cli, local_stack
 from mnist_lambda.client import predict
-from mnist_lambda.local_stack import make_s3_client, procs
-from mnist_lambda.local_stack.lambda_emulator import find_rie, function_environment
+from mnist_lambda.local_stack import procs, protocol
+from mnist_lambda.local_stack.environment import function_environment
+from mnist_lambda.local_stack.lambda_emulator import find_rie
+from mnist_lambda.local_stack.protocol import make_s3_client
 from mnist_lambda.local_stack.s3_server import S3Server
-from mnist_lambda.local_stack.supervisor import serve_main
 from mnist_lambda.template.reader import load_stack_spec
 
 pytestmark = pytest.mark.timeout(120)
@@ -177,11 +178,12 @@ def test_ctrl_c_stops_cleanly(tmp_path: Path) -> None:
     assert "Traceback" not in serve.stderr_text()
 
 
-def test_serve_main_fails_cleanly_on_a_bad_template(tmp_path: Path, capsys) -> None:
+def test_serve_fails_cleanly_on_a_bad_template(tmp_path: Path, capsys) -> None:
     app, _ = write_echo_app(tmp_path)
-    assert serve_main(["--template", str(tmp_path / "missing.yaml"), "--app-dir", str(app)]) == 1
+    missing = str(tmp_path / "missing.yaml")
+    assert cli.main(["serve", "--template", missing, "--app-dir", str(app)]) == 1
     assert capsys.readouterr().out == ""
-    assert serve_main(["--instances", "-1"]) == 2
+    assert cli.main(["serve", "--instances", "-1"]) == 2
 
 
 def test_notebook_api_start_read_redeploy_stop(tmp_path: Path) -> None:
@@ -195,7 +197,7 @@ def test_notebook_api_start_read_redeploy_stop(tmp_path: Path) -> None:
         assert local_stack.read(state_dir) == info
         assert local_stack.start(state_dir, app_dir=app, template=template).pid == info.pid
         assert (info.bucket, info.generation, info.instances) == ("api-bucket", 0, 1)
-        assert info.state_file == state_dir / local_stack.STATE_FILE_NAME
+        assert info.state_file == state_dir / protocol.STATE_FILE_NAME
         client = local_stack.s3_client(info)
         client.put_object(Bucket=info.bucket, Key="x", Body=b"1")
         assert requests.post(info.predict_url, json={}, timeout=30).status_code == 200
@@ -231,7 +233,7 @@ def test_a_stack_started_for_its_s3_gets_its_function_on_deploy(
         deployed = local_stack.redeploy(state_dir, model_path=str(small_model_path), instances=2)
         assert (deployed.instances, len(deployed.emulator_pids)) == (2, 2)
         assert deployed.raw["model_path"] == str(small_model_path.resolve())
-        assert not (state_dir / local_stack.DEPLOY_REQUEST_NAME).exists()
+        assert not (state_dir / protocol.DEPLOY_REQUEST_NAME).exists()
         kept = local_stack.s3_client(deployed).get_object(Bucket="s3-first", Key="kept")["Body"]
         assert kept.read() == b"1"
     finally:
@@ -318,7 +320,7 @@ def test_real_lambda_app_behind_the_stack(tmp_path: Path, request: pytest.Fixtur
 def _memory_limit_mb(pid: int) -> float:
     """The memory limit of the cgroup ``pid`` is in (v1 or v2), in MB."""
     from mnist_lambda.aws_limits import MIB
-    from mnist_lambda.local_stack.sandbox import _mounts
+    from mnist_lambda.local_stack.cgroups import _mounts
 
     mounts = _mounts()
     for line in Path(f"/proc/{pid}/cgroup").read_text().splitlines():

@@ -17,6 +17,7 @@ import pytest
 from real_stack import PREFIX, npy_bytes, predict, real_stack
 
 from mnist_lambda import local_stack
+from mnist_lambda.local_stack.protocol import LOG_FILE_NAME
 
 pytestmark = pytest.mark.skipif(
     os.geteuid() != 0, reason="SnapStart is emulated in the sandbox, which needs root"
@@ -51,7 +52,7 @@ def test_environments_are_restored_from_one_init(
         with concurrent.futures.ThreadPoolExecutor(2) as pool:  # both environments
             answers = list(pool.map(lambda _: predict(info, f"{PREFIX}rows.npy"), range(2)))
         warm = predict(info, f"{PREFIX}rows.npy")
-        log = (state / local_stack.LOG_FILE_NAME).read_text()
+        log = (state / LOG_FILE_NAME).read_text()
     for answer in [*answers, warm]:
         assert answer.status_code == 200 and answer.json() == expected
     names = {a.headers["X-Lambda-Emulator-Instance"] for a in answers}
@@ -86,7 +87,7 @@ def test_a_redeploy_takes_a_new_snapshot_and_off_means_an_ordinary_init(
         again = predict(info, f"{PREFIX}rows.npy")
         info = local_stack.redeploy(state, parameters={"SnapStart": "None"})
         off = predict(info, f"{PREFIX}rows.npy")
-        log = (state / local_stack.LOG_FILE_NAME).read_text()
+        log = (state / LOG_FILE_NAME).read_text()
     assert again.json() == expected and off.json() == expected
     assert float(again.headers["X-Lambda-Emulator-Restore-Duration-Ms"]) > 0
     assert _handler_messages(log, "PredictFunction-snapshot/g1").count("model loaded") == 1

@@ -17,7 +17,7 @@ from openapi_spec_validator import validate
 from repo_paths import EVENTS_DIR, OPENAPI, TEMPLATE
 
 from mnist_lambda.aws_limits import API_GATEWAY_PAYLOAD_BYTES as REQUEST_LIMIT
-from mnist_lambda.local_stack.api_front import BodyValidator, body_validators
+from mnist_lambda.local_stack.api_front.validation import BodyValidator, body_validators
 from mnist_lambda.template.reader import TemplateError, api_definition, load_stack_spec
 from mnist_serving import errors, request
 from mnist_serving.responses import error_response

@@ -24,12 +24,13 @@ from typing import Any
 from mnist_lambda import local_stack
 from mnist_lambda.deploy import aws_deploy, s3_data
 from mnist_lambda.image import docker_engine, sam_local
+from mnist_lambda.local_stack import protocol
 from mnist_lambda.template import BUCKET_PARAMETER, MEMORY_PARAMETER
 
 TARGETS = ("local", "sam-local", "aws")
 LOCAL_TARGETS = ("local", "sam-local")  # S3 is the run's local stack
 SAM_PROJECT_DIR = "sam"  # <run>/sam: the SAM project that sam-local builds and serves
-DEFAULT_BUCKET = local_stack.DEFAULT_BUCKET  # the local stack's data bucket
+DEFAULT_BUCKET = protocol.DEFAULT_BUCKET  # the local stack's data bucket
 LOCAL_INSTANCES = 2  # function environments deploy starts (04_deploy's default)
 
 
@@ -115,7 +116,7 @@ def _deploy_local(
             bucket=bucket,
             instances=instances,
             model_path=model_path,
-            extra_args=[f"--parameter={k}={v}" for k, v in memory.items()],
+            extra_args=[arg for k, v in memory.items() for arg in ("-P", f"{k}={v}")],
         )
     return local_stack.redeploy(
         run_dir, model_path=str(model_path), instances=instances, parameters=memory

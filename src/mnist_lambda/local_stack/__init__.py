@@ -1,9 +1,11 @@
 """The Docker-free local serverless stack: S3 (moto) + Lambda (aws-lambda-rie) + API Gateway.
 
-This package is the client side, for a notebook, ``predict-batch``, ``bench`` or a test; it imports
-nothing of the server side (``mnist-lambda serve``, :mod:`.supervisor`). :func:`start` runs the
-supervisor detached (``python -m mnist_lambda.local_stack``) and every function finds it again
-through ``<state_dir>/local_stack.json`` (its log is ``<state_dir>/local_stack.log``)::
+This module is the client side, for a notebook, ``predict-batch``, ``bench`` or a test. It
+imports nothing of the server (``mnist-lambda serve``: :mod:`.supervisor` and the modules it
+runs), and no server module imports it; the two share only :mod:`.protocol`. :func:`start` runs
+the server detached (``python -m mnist_lambda.cli serve``: a process, not an import) and every
+function finds it again through ``<state_dir>/local_stack.json`` (its log is
+``<state_dir>/local_stack.log``)::
 
     info = local_stack.start(Path("outputs/stack"))
     local_stack.s3_client(info).upload_file("digits.npy", info.bucket, "digits.npy")
@@ -30,11 +32,14 @@ from typing import Any
 
 import psutil
 
-DEFAULT_BUCKET = "mnist-lambda-local"
-DEFAULT_REGION = "us-east-1"
-STATE_FILE_NAME = "local_stack.json"
-LOG_FILE_NAME = "local_stack.log"
-DEPLOY_REQUEST_NAME = "deploy_request.json"  # what the next redeploy deploys
+from mnist_lambda.local_stack.protocol import (
+    DEFAULT_BUCKET,
+    LOG_FILE_NAME,
+    STATE_FILE_NAME,
+    DeployRequest,
+    make_s3_client,
+)
+from mnist_lambda.template.reader import function_settings
 
 _CHILDREN: dict[int, subprocess.Popen[bytes]] = {}  # supervisors started by this process
 
@@ -80,22 +85,6 @@ class StackInfo:
             log_file=log_file if log_file.exists() else None,
             raw=dict(data),
         )
-
-
-def make_s3_client(
-    endpoint_url: str, region: str = DEFAULT_REGION, credentials: Mapping[str, str] | None = None
-) -> Any:
-    """A boto3 S3 client for a local endpoint (path-style, two attempts at most)."""
-    import boto3
-    from botocore.config import Config
-
-    return boto3.session.Session().client(
-        "s3",
-        endpoint_url=endpoint_url,
-        region_name=region,
-        config=Config(retries={"max_attempts": 2}, s3={"addressing_style": "path"}),
-        **dict(credentials or {"aws_access_key_id": "testing", "aws_secret_access_key": "x"}),
-    )
 
 
 def s3_client(info: StackInfo) -> Any:
@@ -164,7 +153,7 @@ def start(
         if (existing := read(state_dir)) is not None:
             return existing
         state_file.unlink(missing_ok=True)
-        cmd = [sys.executable, "-m", "mnist_lambda.local_stack", "--state-file", str(state_file)]
+        cmd = [sys.executable, "-m", "mnist_lambda.cli", "serve", "--state-file", str(state_file)]
         cmd += ["--instances", str(instances), "--bucket", bucket]
         cmd += ["--port", str(port), "--s3-port", str(s3_port)]
         cmd += ["--s3-host", s3_host] if s3_host else []
@@ -218,16 +207,26 @@ def stop(state_dir: Path, timeout: float = 20) -> None:
     state_file.unlink(missing_ok=True)
 
 
-def redeploy(state_dir: Path, timeout: float = 60, **settings: Any) -> StackInfo:
-    """Fresh environments (SIGHUP); return once the new generation is recorded. ``settings``:
-    ``model_path``, ``instances``, ``parameters`` (template overrides merged into the stack's,
-    e.g. ``{"MemorySize": "512"}``), each kept until changed again."""
+def redeploy(
+    state_dir: Path,
+    *,
+    model_path: Path | str | None = None,
+    instances: int | None = None,
+    parameters: Mapping[str, object] | None = None,
+    timeout: float = 60,
+) -> StackInfo:
+    """Fresh environments (SIGHUP); return once the new generation is recorded. ``model_path``,
+    ``instances`` and ``parameters`` (template overrides merged into the stack's, e.g.
+    ``{"MemorySize": 512}``) are each kept until changed again; ``None``: unchanged."""
     if (info := read(state_dir)) is None:
         raise RuntimeError(f"no local stack is running in {state_dir}")
-    if settings:
-        from mnist_lambda.storage import atomic_write_json
-
-        atomic_write_json(Path(state_dir) / DEPLOY_REQUEST_NAME, settings)
+    request = DeployRequest(
+        model_path=Path(model_path).resolve() if model_path is not None else None,
+        instances=instances,
+        parameters={k: str(v) for k, v in (parameters or {}).items()},
+    )
+    if not request.changes_nothing:
+        request.write(state_dir)
     os.kill(info.pid, signal.SIGHUP)
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -241,6 +240,4 @@ def redeploy(state_dir: Path, timeout: float = 60, **settings: Any) -> StackInfo
 
 def template_memory_mb(template: Path | None = None) -> int:
     """The function memory the template configures by default, in MB."""
-    from mnist_lambda.template.reader import function_settings
-
     return function_settings(template).function.memory_size

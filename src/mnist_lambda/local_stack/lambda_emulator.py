@@ -25,11 +25,12 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
 from pathlib import Path
 
 from mnist_lambda.aws_limits import LAMBDA_RESPONSE_BYTES
 from mnist_lambda.local_stack import procs
+from mnist_lambda.local_stack.environment import EnvironmentSpec
+from mnist_lambda.local_stack.invocation import FunctionThrottled, GatewayTimeout, InvokeResult
 from mnist_lambda.local_stack.sandbox import Sandbox
 from mnist_lambda.local_stack.snapstart import SnapshotEnvironment
 from mnist_lambda.local_stack.task_root import build, stage_app
@@ -49,9 +50,6 @@ _INIT_RE = re.compile(r"INIT REPORT\(durationMs: (?P<ms>[\d.]+)\)")
 _RAPID_INFO_RE = re.compile(r"\[(INFO|DEBUG)\] \(rapid\)")
 _ENVIRONMENTS = itertools.count(1)
 
-# What a function inherits from the supervisor's environment; everything else is Lambda's own.
-_PASSTHROUGH_ENV = re.compile(r"PATH|(OMP|OPENBLAS|MKL)_NUM_THREADS|OPENBLAS_(CORETYPE|L2_SIZE)")
-
 
 def find_rie() -> Path:
     """The ``aws-lambda-rie`` binary in the installed ``aws-sam-cli`` (pip drops its exec bit)."""
@@ -65,61 +63,20 @@ def find_rie() -> Path:
     return rie
 
 
-def function_environment(
-    spec: FunctionSpec, overrides: Mapping[str, str] | None = None
-) -> dict[str, str]:
-    """The function's environment: Lambda's reserved variables, the template's, then overrides.
-    Nothing else leaks in (``~/.aws`` neither); the sandbox adds the path variables."""
-    return {
-        **{k: v for k, v in os.environ.items() if _PASSTHROUGH_ENV.fullmatch(k)},
-        "LANG": "en_US.UTF-8",
-        "TZ": ":UTC",
-        "AWS_CONFIG_FILE": os.devnull,
-        "AWS_SHARED_CREDENTIALS_FILE": os.devnull,
-        "AWS_EC2_METADATA_DISABLED": "true",
-        **spec.environment,
-        "AWS_LAMBDA_FUNCTION_NAME": spec.logical_id,
-        "AWS_LAMBDA_FUNCTION_VERSION": "$LATEST",
-        "AWS_LAMBDA_FUNCTION_MEMORY_SIZE": str(spec.memory_size),
-        "AWS_LAMBDA_FUNCTION_TIMEOUT": str(spec.timeout),
-        "AWS_LAMBDA_LOG_GROUP_NAME": f"/aws/lambda/{spec.logical_id}",
-        "AWS_LAMBDA_LOG_STREAM_NAME": "local",
-        "_HANDLER": spec.handler,
-        "AWS_LAMBDA_INITIALIZATION_TYPE": "snap-start" if spec.snap_start else "on-demand",
-        **(overrides or {}),
-    }
-
-
-@dataclass(frozen=True)
-class InvokeResult:
-    """What one invocation through the emulator returned."""
-
-    instance: str
-    status: int = 0  # the RIE's HTTP status (0: no response)
-    body: bytes = b""
-    function_error: str | None = None  # X-Amz-Function-Error header, if the RIE sent one
-    failure: str | None = None  # the emulator died / refused / hung: no usable response
-    too_large: bool = False  # response beyond Lambda's 6 MB limit
-    cold: bool = False  # the runtime was initialised (or restored) for this invocation
-    restored: bool = False  # SnapStart: the environment was restored from the snapshot
-    init_ms: float | None = None  # INIT REPORT durationMs (on a cold start)
-    duration_ms: float | None = None  # REPORT Duration (the RIE counts init in it when cold)
-    max_memory_mb: float | None = None  # the environment's cgroup peak (limits enforced)
-
-
 class EmulatorInstance:
     """One execution environment: an ``aws-lambda-rie`` process and the runtime it starts."""
 
-    def __init__(self, pool: FunctionPool, app: Path, index: int, generation: int) -> None:
-        self.spec, self.pool, self.app = pool.spec, pool, app
-        self.index, self.generation = index, generation
-        self.name = f"{self.spec.logical_id}-{index}/g{generation}"
+    def __init__(
+        self, spec: EnvironmentSpec, index: int, snapshot: SnapshotEnvironment | None = None
+    ) -> None:
+        self.spec, self.index, self.generation = spec, index, spec.generation
+        self.name = f"{spec.function.logical_id}-{index}/g{spec.generation}"
         self.port = 0
         self.proc: subprocess.Popen[bytes] | None = None
         self.runtime_pid: int | None = None  # known once it has been initialised
-        self.snapshot = pool.snapshots.get(generation)  # SnapStart: restored from it
-        name, memory = f"env-{next(_ENVIRONMENTS)}", self.spec.memory_size
-        self.limits = pool.sandbox.limits(name, memory, joinable=self.snapshot is not None)
+        self.snapshot = snapshot  # SnapStart: restored from it
+        joinable = snapshot is not None
+        self.limits = spec.limits(f"env-{next(_ENVIRONMENTS)}", joinable=joinable)
         self._init_ms: float | None = None
         self._reports: queue.SimpleQueue[float] = queue.SimpleQueue()
         self._stopped = False
@@ -132,23 +89,14 @@ class EmulatorInstance:
 
     def start(self, timeout: float = 15.0) -> None:
         """Start the RIE in its sandbox on free ports; wait until it accepts invocations."""
-        rie, sandbox = find_rie(), self.pool.sandbox
+        rie = find_rie()
+        runtime = "restore" if self.snapshot else "awslambdaric"
+        env = self.snapshot.restore_environment(self.limits) if self.snapshot else {}
         for _ in range(3):
             self.port = procs.free_port()
             rie_args = ["--runtime-interface-emulator-address", f"{procs.HOST}:{self.port}"]
             rie_args += ["--runtime-api-address", f"{procs.HOST}:{procs.free_port()}"]
-            runtime = "restore" if self.snapshot else "awslambdaric"
-            argv, paths, cwd = sandbox.command(
-                self.spec,
-                self.app,
-                self.limits,
-                rie=(rie, rie_args),
-                runtime=runtime,
-                deps=self.pool.deps.get(self.generation),
-            )
-            if self.snapshot:
-                paths |= self.snapshot.restore_environment(self.limits)
-            proc = procs.spawn(argv, env={**self.pool.env, **paths}, cwd=cwd)
+            proc = self.spec.spawn(self.limits, rie=(rie, rie_args), runtime=runtime, env=env)
             for stream, kind in ((proc.stdout, "out"), (proc.stderr, "err")):
                 threading.Thread(
                     target=self._pump, args=(stream, kind), daemon=True, name=f"rie-{self.name}"
@@ -201,7 +149,7 @@ class EmulatorInstance:
             conn.close()
         if self.limits and self.limits.oom_kills() > oom_before:
             self.runtime_pid = self.runtime_pid or -1  # never reused
-            oom = f"went over MemorySize {self.spec.memory_size} MB and was killed"
+            oom = f"went over MemorySize {self.spec.function.memory_size} MB and was killed"
             return InvokeResult(self.name, failure=f"Runtime.OutOfMemory: the environment {oom}")
         runtimes = procs.descendants(self.proc.pid) if self.proc is not None else []
         self.runtime_pid = runtimes[0] if runtimes else None  # None: the RIE reset it
@@ -232,21 +180,14 @@ class EmulatorInstance:
             self.limits.remove()
 
 
-class GatewayTimeout(Exception):
-    """No answer (or no free instance) before the integration timeout."""
-
-
-class FunctionThrottled(Exception):
-    """Every environment is busy and the function's reserved concurrency allows no other."""
-
-
 class FunctionPool:
     """``instances`` environments of one function: dispatch, replacement, redeploy. Each
-    deployment (generation) stages ``app_dir`` once, with ``model_path`` (if any) as its model."""
+    deployment (generation) stages ``app_dir`` once, with ``model_path`` (if any) as its model,
+    and hands its environments one :class:`.EnvironmentSpec`."""
 
     def __init__(
         self,
-        spec: FunctionSpec,
+        function: FunctionSpec,
         env: Mapping[str, str],
         app_dir: Path,
         instances: int = 1,
@@ -257,21 +198,21 @@ class FunctionPool:
     ) -> None:
         if instances < 0:
             raise ValueError("instances must be >= 0")
-        self.spec, self.env, self.instances, self.generation = spec, dict(env), instances, -1
+        self.function, self.env, self.instances = function, dict(env), instances
         self.app_dir, self.model_path, self.on_change = Path(app_dir), model_path, on_change
+        self.generation = -1
         self.own_sandbox = sandbox is None
         self.sandbox = sandbox or Sandbox(build(self.app_dir / "requirements.txt"))
-        self._work = Path(tempfile.mkdtemp(prefix=f"mnist-lambda-{spec.logical_id}-"))
+        self._work = Path(tempfile.mkdtemp(prefix=f"mnist-lambda-{function.logical_id}-"))
         self._free: queue.LifoQueue[EmulatorInstance] = queue.LifoQueue()  # LIFO, as on Lambda
         self._live: set[EmulatorInstance] = set()
         self.snapshots: dict[int, SnapshotEnvironment] = {}  # generation -> its SnapStart one
-        self.deps: dict[int, Path | None] = {}  # generation -> its installed requirements
         self._lock = threading.Lock()
         self._workers = concurrent.futures.ThreadPoolExecutor(64)  # threads start as needed
         self._closed = False
 
-    def _new(self, app: Path, index: int, generation: int) -> EmulatorInstance:
-        inst = EmulatorInstance(self, app, index, generation)
+    def _new(self, spec: EnvironmentSpec, index: int) -> EmulatorInstance:
+        inst = EmulatorInstance(spec, index, self.snapshots.get(spec.generation))
         with self._lock:
             self._live.add(inst)
         try:
@@ -288,20 +229,30 @@ class FunctionPool:
         with self._lock:
             self._live.discard(inst)
 
-    def _start_generation(self, generation: int) -> list[EmulatorInstance]:
-        """Stage the app for ``generation`` and start its environments."""
+    def _stage(
+        self,
+        generation: int,
+        function: FunctionSpec,
+        env: Mapping[str, str],
+        model_path: Path | None,
+    ) -> EnvironmentSpec:
+        """Stage the app for ``generation``, with its model and that model's requirements."""
         dest, python = self._work / f"g{generation}", self.sandbox.build.python
-        app = stage_app(self.app_dir, dest, python, self.model_path)
+        app = stage_app(self.app_dir, dest, python, model_path)
         model_reqs = app / "model" / model_requirements.FILE_NAME  # an ONNX model's runtime
-        self.deps[generation] = build(self.app_dir / "requirements.txt", None, model_reqs).deps_dir
+        deps = build(self.app_dir / "requirements.txt", None, model_reqs).deps_dir
+        return EnvironmentSpec(function, generation, app, deps, self.sandbox, env)
+
+    def _start_generation(self, spec: EnvironmentSpec, size: int) -> list[EmulatorInstance]:
+        """Start ``size`` environments of ``spec`` (after its snapshot, with SnapStart)."""
         started: list[EmulatorInstance] = []
-        if self.spec.snap_start and self.size:  # a published version: init once, snapshot
-            snapshot = SnapshotEnvironment(self, app, generation)
+        if spec.function.snap_start and size:  # a published version: init once, snapshot
+            snapshot = SnapshotEnvironment(spec)
             snapshot.start()
-            self.snapshots[generation] = snapshot
+            self.snapshots[spec.generation] = snapshot
         try:
-            for index in range(1, self.size + 1):
-                started.append(self._new(app, index, generation))
+            for index in range(1, size + 1):
+                started.append(self._new(spec, index))
         except Exception:
             for inst in started:
                 self._discard(inst)
@@ -322,12 +273,12 @@ class FunctionPool:
         """Environments per generation: the reserved concurrency if the template sets one (a
         request beyond it is throttled, as Lambda does), else ``instances`` (a request beyond
         them waits for a free one: Lambda would start another); 0 until something is deployed."""
-        return (self.spec.reserved_concurrency or self.instances) if self.instances else 0
+        return _environments(self.function, self.instances)
 
     def spec_summary(self) -> dict[str, object]:
         """What the ready line says of the function."""
         keys = ("handler", "timeout", "memory_size", "reserved_concurrency")
-        return {k: getattr(self.spec, k) for k in keys} | {"environments": self.size}
+        return {k: getattr(self.function, k) for k in keys} | {"environments": self.size}
 
     def pids(self) -> list[int]:
         """Pids of the live RIE processes."""
@@ -383,7 +334,7 @@ class FunctionPool:
                 if self._closed or inst.generation != self.generation:
                     return
                 try:
-                    self.release(self._new(inst.app, inst.index, inst.generation))
+                    self.release(self._new(inst.spec, inst.index))
                     return self.on_change() if self.on_change else None
                 except Exception as exc:
                     log.error("%s: replacement failed (%s); retrying", inst.name, exc)
@@ -391,12 +342,27 @@ class FunctionPool:
 
         threading.Thread(target=run, daemon=True, name=f"replace-{inst.name}").start()
 
-    def redeploy(self) -> int:
-        """Replace every instance by a fresh one (cold on its next invocation); return the new
-        generation. Idle old instances are stopped at once, busy ones when their call ends."""
-        fresh = self._start_generation(self.generation + 1)
+    def redeploy(
+        self,
+        function: FunctionSpec | None = None,
+        env: Mapping[str, str] | None = None,
+        *,
+        instances: int | None = None,
+        model_path: Path | None = None,
+    ) -> int:
+        """Replace every instance by a fresh one (cold on its next invocation), with the given
+        settings (None: unchanged) once it started; return the new generation. Idle old
+        instances are stopped at once, busy ones when their call ends."""
+        function, model_path = function or self.function, model_path or self.model_path
+        env = dict(env) if env is not None else self.env
+        instances = self.instances if instances is None else instances
+        if instances < 0:
+            raise ValueError("instances must be >= 0")
+        spec = self._stage(self.generation + 1, function, env, model_path)
+        fresh = self._start_generation(spec, _environments(function, instances))
         with self._lock:
-            self.generation += 1
+            self.function, self.env, self.instances = function, env, instances
+            self.model_path, self.generation = model_path, spec.generation
         with self._free.mutex:  # every idle one is of an older generation now
             old = list(self._free.queue)
             self._free.queue.clear()
@@ -407,7 +373,7 @@ class FunctionPool:
         self._stop_snapshots(keep=self.generation)
         log.info(
             "%s: generation %d, %d environment(s) (%s)",
-            self.spec.logical_id,
+            function.logical_id,
             self.generation,
             self.size,
             self.spec_summary(),
@@ -418,8 +384,8 @@ class FunctionPool:
         """Invoke on a free environment; raise :class:`GatewayTimeout` at ``deadline`` (the
         environment stays busy until the function returns, as on Lambda)."""
         if not self.size:  # nothing deployed yet: API Gateway answers 502
-            return InvokeResult(self.spec.logical_id, failure="no environment deployed")
-        throttles = self.spec.reserved_concurrency is not None
+            return InvokeResult(self.function.logical_id, failure="no environment deployed")
+        throttles = self.function.reserved_concurrency is not None
         if (inst := self.acquire(0.05 if throttles else deadline - time.monotonic())) is None:
             if throttles:
                 raise FunctionThrottled(f"reserved concurrency {self.size} reached")
@@ -428,7 +394,7 @@ class FunctionPool:
         def work() -> InvokeResult:
             result = InvokeResult(inst.name, failure="invocation crashed")
             try:
-                result = inst.invoke(payload, timeout=self.spec.timeout + INVOKE_GRACE_S)
+                result = inst.invoke(payload, timeout=self.function.timeout + INVOKE_GRACE_S)
             finally:
                 self.release(inst, result.failure is None)
             return result
@@ -453,3 +419,8 @@ class FunctionPool:
         shutil.rmtree(self._work, ignore_errors=True)
         if self.own_sandbox:
             self.sandbox.close()
+
+
+def _environments(function: FunctionSpec, instances: int) -> int:
+    """:attr:`FunctionPool.size` for these settings."""
+    return (function.reserved_concurrency or instances) if instances else 0

@@ -24,7 +24,8 @@ from typing import Any
 import boto3
 import requests
 
-from mnist_lambda.local_stack import make_s3_client, procs
+from mnist_lambda.local_stack import procs
+from mnist_lambda.local_stack.protocol import DEFAULT_REGION, make_s3_client
 
 log = logging.getLogger("mnist_lambda.local_stack.s3")
 
@@ -97,7 +98,7 @@ class S3Server:
     def __init__(
         self,
         port: int = 0,
-        region: str = "us-east-1",
+        region: str = DEFAULT_REGION,
         policies: Sequence[Mapping[str, Any]] = (),
         *,
         enforce_iam: bool = True,  # False: any credentials do anything (the handler's unit tests)

@@ -17,14 +17,10 @@ import subprocess
 import threading
 import time
 import uuid
-from pathlib import Path
-from typing import TYPE_CHECKING
 
 from mnist_lambda.local_stack import procs
-from mnist_lambda.local_stack.sandbox import EnvironmentLimits
-
-if TYPE_CHECKING:
-    from mnist_lambda.local_stack.lambda_emulator import FunctionPool
+from mnist_lambda.local_stack.cgroups import EnvironmentLimits
+from mnist_lambda.local_stack.environment import EnvironmentSpec
 
 log = logging.getLogger("mnist_lambda.local_stack.lambda")
 
@@ -35,30 +31,20 @@ NO_RUNTIME_API = "127.0.0.1:9"  # the snapshot is never invoked: nothing listens
 class SnapshotEnvironment:
     """One generation's snapshot: the function initialised once, serving restores."""
 
-    def __init__(self, pool: FunctionPool, app: Path, generation: int) -> None:
-        self.pool, self.app, self.generation = pool, app, generation
-        self.name = f"{pool.spec.logical_id}-snapshot/g{generation}"
+    def __init__(self, spec: EnvironmentSpec) -> None:
+        self.spec = spec
+        self.name = f"{spec.function.logical_id}-snapshot/g{spec.generation}"
         self.socket = f"mnist-lambda-snapstart-{uuid.uuid4().hex}"
-        self.limits = pool.sandbox.limits(f"snapshot-{self.socket[-12:]}", pool.spec.memory_size)
+        self.limits = spec.limits(f"snapshot-{self.socket[-12:]}")
         self.init_ms: float | None = None
         self._ready = threading.Event()
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self, timeout: float = 60.0) -> None:
         """Initialise the function and take the snapshot; raise if the init fails."""
-        argv, paths, cwd = self.pool.sandbox.command(
-            self.pool.spec,
-            self.app,
-            self.limits,
-            rie=None,
-            runtime="snapshot",
-            deps=self.pool.deps.get(self.generation),
-        )
-        env = {**self.pool.env, **paths, "SNAPSTART_SOCKET": self.socket}
+        env = {"SNAPSTART_SOCKET": self.socket, "AWS_LAMBDA_RUNTIME_API": NO_RUNTIME_API}
         started = time.monotonic()
-        self.proc = proc = procs.spawn(
-            argv, env={**env, "AWS_LAMBDA_RUNTIME_API": NO_RUNTIME_API}, cwd=cwd
-        )
+        self.proc = proc = self.spec.spawn(self.limits, rie=None, runtime="snapshot", env=env)
         for stream in (proc.stdout, proc.stderr):
             threading.Thread(target=self._pump, args=(stream,), daemon=True).start()
         while not self._ready.wait(0.02):

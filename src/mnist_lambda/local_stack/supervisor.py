@@ -1,14 +1,14 @@
-"""mnist-lambda serve: start S3 (moto, IAM enforced), the function's sandboxed environments
-(the AWS Lambda Runtime Interface Emulator) and the API Gateway front; supervise them.
+"""The local stack's server: S3 (moto, IAM enforced), the function's sandboxed environments (the
+AWS Lambda Runtime Interface Emulator) and the API Gateway front, in one supervising process.
 
-The supervisor owns every child process. It prints one JSON line when the stack is ready (also
-to ``--state-file``), then logs to stderr. SIGTERM or Ctrl-C stops everything; SIGHUP redeploys
-(fresh environments on a fresh copy of the app, so the next request is a cold start; S3 stays).
+:func:`serve` (``mnist-lambda serve``) owns every child process. It prints one JSON line when the
+stack is ready (also to the state file), then logs to stderr. SIGTERM or Ctrl-C stops
+everything; SIGHUP redeploys (fresh environments on a fresh copy of the app, so the next request
+is a cold start; S3 stays) with the :class:`.protocol.DeployRequest` a client left, if any.
 """
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import dataclasses
 import json
@@ -16,31 +16,28 @@ import logging
 import os
 import queue
 import signal
-import sys
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import psutil
 
 from mnist_lambda.aws_limits import API_GATEWAY_TIMEOUT_S
-from mnist_lambda.local_stack import DEFAULT_BUCKET, DEFAULT_REGION, DEPLOY_REQUEST_NAME, procs
-from mnist_lambda.local_stack.api_front import ApiFront
-from mnist_lambda.local_stack.lambda_emulator import FunctionPool, function_environment
+from mnist_lambda.local_stack import procs
+from mnist_lambda.local_stack.api_front.server import ApiFront
+from mnist_lambda.local_stack.environment import function_environment
+from mnist_lambda.local_stack.lambda_emulator import FunctionPool
+from mnist_lambda.local_stack.protocol import DEFAULT_BUCKET, DEFAULT_REGION, DeployRequest
 from mnist_lambda.local_stack.s3_server import S3Server
 from mnist_lambda.local_stack.sandbox import Sandbox
 from mnist_lambda.local_stack.task_root import TaskRootError, build
 from mnist_lambda.paths import lambda_app_dir
 from mnist_lambda.storage import atomic_write_json
-from mnist_lambda.template import BUCKET_PARAMETER, TEMPLATE_NAME, template_path
-from mnist_lambda.template.reader import (
-    StackSpec,
-    TemplateError,
-    load_stack_spec,
-    load_template,
-)
+from mnist_lambda.template import BUCKET_PARAMETER, template_path
+from mnist_lambda.template.reader import StackSpec, TemplateError, load_stack_spec, load_template
 
 log = logging.getLogger("mnist_lambda.local_stack")
 
@@ -49,81 +46,124 @@ _READY_LINE = (
     "Python {python}, user {user}; {limits})"
 )
 _SIGNALS = {signal.SIGTERM: "stop", signal.SIGINT: "stop", signal.SIGHUP: "redeploy"}
+_START_ERRORS = (TemplateError, TaskRootError, OSError, RuntimeError, TimeoutError)
+
+
+@dataclass(frozen=True)
+class StackConfig:
+    """What a stack serves, and where (``mnist-lambda serve``'s options)."""
+
+    template: Path = field(default_factory=template_path)
+    app_dir: Path = field(default_factory=lambda_app_dir)  # the function's code, the task root
+    model_path: Path | None = None  # served instead of the app's model/
+    instances: int = 1  # environments per function (0: none until a redeploy brings some)
+    bucket: str = DEFAULT_BUCKET
+    region: str = DEFAULT_REGION
+    port: int = 0  # the API's (0: a free port)
+    s3_port: int = 0
+    s3_host: str = procs.HOST  # the Docker bridge's gateway lets a container reach S3
+    state_file: Path | None = None  # the ready JSON, while the stack runs
+    parameters: Mapping[str, str] = field(default_factory=dict)  # template parameter overrides
+    env: Mapping[str, str] = field(default_factory=dict)  # extra function variables
+    handler: str | None = None  # instead of the template's
+    integration_timeout: float = API_GATEWAY_TIMEOUT_S
+
+    def deployed(self, request: DeployRequest) -> StackConfig:
+        """This configuration with a client's deploy request applied."""
+        return dataclasses.replace(
+            self,
+            model_path=request.model_path or self.model_path,
+            instances=self.instances if request.instances is None else request.instances,
+            parameters={**self.parameters, **request.parameters},
+        )
 
 
 class LocalStack:
     """S3 (moto) + one :class:`FunctionPool` per function + the API front, in this process."""
 
-    def __init__(self, args: argparse.Namespace) -> None:
-        self.args = args
-        self.s3 = S3Server(args.s3_port, args.region, host=args.s3_host)
+    def __init__(self, config: StackConfig) -> None:
+        self.config = config
+        self.s3 = S3Server(config.s3_port, config.region, host=config.s3_host)
         self.pools: dict[str, FunctionPool] = {}
         self.front: ApiFront | None = None
         self.sandbox: Sandbox | None = None
+        self.s3_env: dict[str, str] = {}  # how the function reaches S3, and -e variables
         self.generation, self.started_at, self._ready = 0, "", False
         self._state_lock = threading.Lock()
 
     def start(self) -> dict[str, Any]:
         """Start everything; return the ready info (also written to the state file)."""
-        args = self.args
-        if not args.app_dir.is_dir():
-            raise FileNotFoundError(f"app dir {args.app_dir} does not exist")
-        if args.model_path is not None and not args.model_path.is_file():
-            raise FileNotFoundError(f"model {args.model_path} does not exist")
-        if args.port and procs.port_open(args.port):
-            raise RuntimeError(f"API port {args.port} is already in use")
-        self.overrides = dict(args.parameter)
-        if BUCKET_PARAMETER in (load_template(args.template).get("Parameters") or {}):
-            self.overrides.setdefault(BUCKET_PARAMETER, args.bucket)
-        spec = self.load_spec()
-        self.sandbox = Sandbox(build(args.app_dir / "requirements.txt"))
-        self.s3.policies = [p for f in spec.functions.values() for p in f.policies]
-        s3_url = self.s3.start()
-        self.s3.create_bucket(args.bucket)
-        assert self.s3.credentials is not None
-        keys = self.s3.credentials.function
-        self.env = env = {
-            "AWS_ENDPOINT_URL_S3": s3_url,
-            "AWS_ACCESS_KEY_ID": keys.aws_access_key_id,
-            "AWS_SECRET_ACCESS_KEY": keys.aws_secret_access_key,
-            "AWS_DEFAULT_REGION": args.region,
-            "AWS_REGION": args.region,
-            **dict(args.env),
-        }
-        for logical_id, fspec in spec.functions.items():
+        self._check()
+        config = self.config
+        if BUCKET_PARAMETER in (load_template(config.template).get("Parameters") or {}):
+            parameters = {**config.parameters}
+            parameters.setdefault(BUCKET_PARAMETER, config.bucket)
+            self.config = config = dataclasses.replace(config, parameters=parameters)
+        spec = self.load_spec(config)
+        self.sandbox = Sandbox(build(config.app_dir / "requirements.txt"))
+        self.s3_env = self._start_s3(spec)
+        for logical_id, function in spec.functions.items():
             self.pools[logical_id] = pool = FunctionPool(
-                fspec,
-                function_environment(fspec, env),
-                args.app_dir,
-                args.instances,
+                function,
+                function_environment(function, self.s3_env),
+                config.app_dir,
+                config.instances,
                 sandbox=self.sandbox,
-                model_path=args.model_path,
+                model_path=config.model_path,
                 on_change=self.write_state,
             )
             pool.start()
-        self.front = ApiFront(spec, self.pools, port=args.port, integration_timeout=args.timeout)
+        timeout = config.integration_timeout
+        self.front = ApiFront(spec, self.pools, port=config.port, integration_timeout=timeout)
         self.front.start()
         self.started_at = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
         self._ready = True
         self.write_state()
         return self.info()
 
-    def load_spec(self) -> StackSpec:
-        """The template resolved with this stack's parameter overrides (``--handler`` applied)."""
-        args = self.args
-        spec = load_stack_spec(args.template, self.overrides, region=args.region)
+    def _check(self) -> None:
+        """Refuse what cannot start: a missing app or model, a busy API port."""
+        config = self.config
+        if not config.app_dir.is_dir():
+            raise FileNotFoundError(f"app dir {config.app_dir} does not exist")
+        if config.model_path is not None and not config.model_path.is_file():
+            raise FileNotFoundError(f"model {config.model_path} does not exist")
+        if config.port and procs.port_open(config.port):
+            raise RuntimeError(f"API port {config.port} is already in use")
+
+    def _start_s3(self, spec: StackSpec) -> dict[str, str]:
+        """Start S3 with the functions' policies and the bucket; return the variables that let
+        the function reach it with its own key (and the ``-e`` ones)."""
+        self.s3.policies = [p for f in spec.functions.values() for p in f.policies]
+        s3_url = self.s3.start()
+        self.s3.create_bucket(self.config.bucket)
+        assert self.s3.credentials is not None
+        keys = self.s3.credentials.function
+        return {
+            "AWS_ENDPOINT_URL_S3": s3_url,
+            "AWS_ACCESS_KEY_ID": keys.aws_access_key_id,
+            "AWS_SECRET_ACCESS_KEY": keys.aws_secret_access_key,
+            "AWS_DEFAULT_REGION": self.config.region,
+            "AWS_REGION": self.config.region,
+            **self.config.env,
+        }
+
+    @staticmethod
+    def load_spec(config: StackConfig) -> StackSpec:
+        """The template resolved with ``config``'s parameter overrides (its handler applied)."""
+        spec = load_stack_spec(config.template, config.parameters, region=config.region)
         for warning in spec.warnings:
             log.warning("template: %s", warning)
-        handler = {k: args.handler or f.handler for k, f in spec.functions.items()}
         functions = {
-            k: dataclasses.replace(f, handler=handler[k]) for k, f in spec.functions.items()
+            k: dataclasses.replace(f, handler=config.handler or f.handler)
+            for k, f in spec.functions.items()
         }
         return dataclasses.replace(spec, functions=functions)
 
     def info(self) -> dict[str, Any]:
         """The ready JSON: URLs, credentials, the sandbox, pids and the current generation."""
         assert self.front is not None and self.sandbox is not None and self.s3.credentials
-        front, args = self.front, self.args
+        front, config = self.front, self.config
         routes = [
             {**dataclasses.asdict(r), "url": f"{front.url}/{r.stage}{r.path}"}
             for r in front.spec.routes
@@ -142,10 +182,10 @@ class LocalStack:
             # the function principal's keys (its template policy): for a function run elsewhere
             # against this S3, such as `sam local` in a container
             "function_credentials": self.s3.credentials.function.as_kwargs(),
-            "bucket": args.bucket,
-            "region": args.region,
+            "bucket": config.bucket,
+            "region": config.region,
             "sandbox": self.sandbox.describe(),
-            "instances": args.instances,
+            "instances": config.instances,
             "generation": self.generation,
             "pid": os.getpid(),
             "pid_start_time": psutil.Process().create_time(),  # guards against pid reuse
@@ -154,39 +194,38 @@ class LocalStack:
             "s3_pid": self.s3.pid,
             "emulator_pids": sorted(p for pool in self.pools.values() for p in pool.pids()),
             "functions": {k: p.spec_summary() for k, p in self.pools.items()},
-            "parameters": self.overrides,
-            "integration_timeout": args.timeout,
-            "template": str(args.template),
-            "app_dir": str(args.app_dir),
-            "model_path": str(args.model_path) if args.model_path else None,
-            "state_file": str(args.state_file) if args.state_file else None,
+            "parameters": dict(config.parameters),
+            "integration_timeout": config.integration_timeout,
+            "template": str(config.template),
+            "app_dir": str(config.app_dir),
+            "model_path": str(config.model_path) if config.model_path else None,
+            "state_file": str(config.state_file) if config.state_file else None,
             "started_at": self.started_at,
         }
 
     def write_state(self) -> None:
         """Rewrite the state file (after start, a redeploy, an environment replacement)."""
         with self._state_lock:
-            if self._ready and self.args.state_file is not None:
-                atomic_write_json(self.args.state_file, self.info())
+            if self._ready and self.config.state_file is not None:
+                atomic_write_json(self.config.state_file, self.info())
 
     def redeploy(self) -> int:
         """Replace all environments with fresh ones, with the settings a client asked for (a
         model path, a number of environments, template parameters) if it did; S3 keeps
         running (the function's IAM policy stays the one the stack started with)."""
-        request = self.args.state_file and self.args.state_file.with_name(DEPLOY_REQUEST_NAME)
-        settings = json.loads(request.read_text()) if request and request.exists() else {}
-        if request:
-            request.unlink(missing_ok=True)
-        self.args.instances = settings.get("instances", self.args.instances)
-        if "model_path" in settings:
-            self.args.model_path = Path(settings["model_path"]).resolve()
-        self.overrides |= {k: str(v) for k, v in (settings.get("parameters") or {}).items()}
-        spec = self.load_spec()
+        state_file = self.config.state_file
+        request = DeployRequest.take(state_file.parent) if state_file else DeployRequest()
+        config = self.config.deployed(request)
+        spec = self.load_spec(config)
         for logical_id, pool in self.pools.items():
-            fspec = spec.functions[logical_id]
-            pool.spec, pool.env = fspec, function_environment(fspec, self.env)
-            pool.instances, pool.model_path = self.args.instances, self.args.model_path
-            pool.redeploy()
+            function = spec.functions[logical_id]
+            pool.redeploy(
+                function,
+                function_environment(function, self.s3_env),
+                instances=config.instances,
+                model_path=config.model_path,
+            )
+        self.config = config
         if self.front is not None:
             self.front.configure(spec)
         self.generation += 1
@@ -199,7 +238,7 @@ class LocalStack:
         if not self.s3.alive():
             log.error("S3 server exited; restarting it on port %d (objects lost)", self.s3.port)
             self.s3.start()
-            self.s3.create_bucket(self.args.bucket)
+            self.s3.create_bucket(self.config.bucket)
             self.write_state()
         for pool in self.pools.values():
             pool.reap_dead()
@@ -215,116 +254,30 @@ class LocalStack:
         if self.sandbox is not None:
             self.sandbox.close()
         self.s3.stop()
-        if (state := self.args.state_file) is not None and state.exists():
+        if (state := self.config.state_file) is not None and state.exists():
             with contextlib.suppress(OSError, ValueError):
                 if json.loads(state.read_text()).get("pid") == os.getpid():
                     state.unlink()
 
 
-def _key_value(text: str) -> tuple[str, str]:
-    key, sep, value = text.partition("=")
-    if not sep or not key:
-        raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
-    return key, value
-
-
-HELP = "the local stack: S3 (IAM enforced) + sandboxed Lambda emulator + API Gateway front"
-EXAMPLES = """examples:
-  mnist-lambda serve --instances 2
-  mnist-lambda serve --model-path outputs/<run>/model/model.npz -P MemorySize=885
-  mnist-lambda serve --model-path outputs/<run>/model/model.onnx -P SnapStart=PublishedVersions
-  mnist-lambda serve -P DataKeyPrefix=inputs/ -e LOG_LEVEL=DEBUG --port 8080
-"""
-
-
-def add_arguments(p: argparse.ArgumentParser) -> None:
-    """The ``mnist-lambda serve`` options."""
-    p.set_defaults(template=template_path(), app_dir=lambda_app_dir())
-    p.set_defaults(timeout=API_GATEWAY_TIMEOUT_S, parameter=[], env=[])
-    add = p.add_argument
-    add("--port", type=int, default=0, help="API port (default: a free port)")
-    add("--s3-port", type=int, default=0, help="S3 port (default: a free port)")
-    s3_host_help = (
-        f"S3 address (default: {procs.HOST}); the Docker bridge's gateway lets a container "
-        "(`sam local`) reach it"
-    )
-    add("--s3-host", default=procs.HOST, help=s3_host_help)
-    add("--instances", type=int, default=1, help="environments (concurrency); 0: none yet")
-    add("--bucket", default=DEFAULT_BUCKET, help=f"data bucket (default: {DEFAULT_BUCKET})")
-    add("--template", type=Path, help=f"SAM template (default: <repo>/{TEMPLATE_NAME})")
-    add("--app-dir", type=Path, help="function code, the task root (default: <repo>/lambda_app)")
-    add("--model-path", type=Path, help="serve this model (.npz or .onnx, with its manifest)")
-    add("--state-file", type=Path, help="also write the ready JSON here; removed on shutdown")
-    add("--region", default=DEFAULT_REGION, help=f"(default: {DEFAULT_REGION})")
-    timeout_help = "API Gateway integration timeout in seconds (default: 29)"
-    add("--integration-timeout", dest="timeout", type=float, help=timeout_help)
-    pairs = {"action": "append", "type": _key_value, "metavar": "KEY=VALUE"}
-    add("--parameter", "-P", **pairs, help="template parameter override (repeatable)")
-    add("--env", "-e", **pairs, help="extra function environment variable (repeatable)")
-    add("--handler", help="override the handler (default: from the template/Dockerfile)")
-    add("--verbose", "-v", action="store_true", help="debug logs (RIE, moto)")
-
-
-def _configure_logging(verbose: bool) -> None:
-    log.setLevel(logging.DEBUG if verbose else logging.INFO)
-    if not logging.getLogger().handlers and not log.handlers:
-        handler = logging.StreamHandler(sys.stderr)
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
-        log.addHandler(handler)
-        log.propagate = False
-
-
-def serve_main(argv: Sequence[str] | None = None) -> int:
-    """``python -m mnist_lambda.local_stack``: parse ``argv`` and :func:`main`."""
-    parser = argparse.ArgumentParser(
-        prog="mnist-lambda serve",
-        description=__doc__,
-        epilog=EXAMPLES,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    add_arguments(parser)
-    return main(parser.parse_args(argv))
-
-
-def main(args: argparse.Namespace) -> int:
-    """Run the local stack until SIGTERM/SIGINT; return the exit code (0 on a clean stop)."""
-    _configure_logging(args.verbose)
-    if args.instances < 0:
-        log.error("--instances must be >= 0")
-        return 2
-    for name in ("template", "app_dir", "model_path", "state_file"):
-        if getattr(args, name) is not None:
-            setattr(args, name, getattr(args, name).resolve())
+def serve(config: StackConfig) -> int:
+    """Run a stack until SIGTERM/SIGINT: 0 on a clean stop, 1 if it could not start."""
     events: queue.SimpleQueue[str] = queue.SimpleQueue()
     previous: dict[int, Any] = {}
     if threading.current_thread() is threading.main_thread():
         for signum, event in _SIGNALS.items():
             previous[signum] = signal.signal(signum, lambda *_, e=event: events.put(e))
-    stack = LocalStack(args)
+    stack = LocalStack(config)
     try:
         try:
             info = stack.start()
-        except (TemplateError, TaskRootError, OSError, RuntimeError, TimeoutError) as exc:
+        except _START_ERRORS as exc:
             log.error("local stack failed to start: %s", exc)
             return 1
         print(json.dumps(info), flush=True)
         log.info(_READY_LINE.format(**info, **info["sandbox"]))
-        while True:
-            try:
-                event = events.get(timeout=1.0)
-            except queue.Empty:
-                try:
-                    stack.check_health()
-                except Exception:
-                    log.exception("health check failed")
-                continue
-            if event == "stop":
-                log.info("shutting down")
-                return 0
-            try:
-                stack.redeploy()
-            except Exception:
-                log.exception("redeploy failed; the previous environments keep serving")
+        _supervise(stack, events)
+        return 0
     except KeyboardInterrupt:
         return 0
     finally:
@@ -332,3 +285,23 @@ def main(args: argparse.Namespace) -> int:
         for signum, handler in previous.items():
             signal.signal(signum, handler)
         log.info("stopped")
+
+
+def _supervise(stack: LocalStack, events: queue.SimpleQueue[str]) -> None:
+    """Check the stack's health every second and redeploy on request, until a stop."""
+    while True:
+        try:
+            event = events.get(timeout=1.0)
+        except queue.Empty:
+            try:
+                stack.check_health()
+            except Exception:
+                log.exception("health check failed")
+            continue
+        if event == "stop":
+            log.info("shutting down")
+            return
+        try:
+            stack.redeploy()
+        except Exception:
+            log.exception("redeploy failed; the previous environments keep serving")

@@ -274,67 +274,105 @@ def load_stack_spec(
     resolver = _Resolver(template, parameter_overrides, region)
     warnings = [f"parameter {name} has no default and no override" for name in resolver.missing]
     globals_ = template.get("Globals") or {}
-    typed = [
-        (logical_id, res.get("Type"), res)
+    resources = {
+        logical_id: res
         for logical_id, res in template["Resources"].items()
         if "Condition" not in res or resolver.condition(res["Condition"])
-    ]
-
-    apis: dict[str, dict[str, Any]] = {}
-    definitions: dict[str, dict[str, Any]] = {}
-    throttling: dict[str, Throttle] = {}
-    for logical_id, _, res in (t for t in typed if t[1] == "AWS::Serverless::Api"):
-        props = _merge(globals_.get("Api") or {}, res.get("Properties") or {})
-        body, uri = props.pop("DefinitionBody", None), props.pop("DefinitionUri", None)
-        apis[logical_id] = api = resolver.resolve(props)
-        for s in api.get("MethodSettings") or []:
-            stage_wide = (s.get("ResourcePath", "/*"), s.get("HttpMethod", "*")) == ("/*", "*")
-            if stage_wide and "ThrottlingRateLimit" in s:
-                burst = int(s.get("ThrottlingBurstLimit", API_GATEWAY_BURST_LIMIT))
-                throttling[logical_id] = Throttle(float(s["ThrottlingRateLimit"]), burst)
-        if (definition := api_definition(body, uri, template_path.parent)) is not None:
-            definitions[logical_id] = definition
-
+    }
+    apis = {
+        logical_id: _read_api(res, globals_.get("Api") or {}, resolver, template_path.parent)
+        for logical_id, res in resources.items()
+        if res.get("Type") == "AWS::Serverless::Api"
+    }
     functions: dict[str, FunctionSpec] = {}
     routes: list[Route] = []
-    binary: list[str] = []
-    for logical_id, _, res in (t for t in typed if t[1] == "AWS::Serverless::Function"):
+    for logical_id, res in resources.items():
+        if res.get("Type") != "AWS::Serverless::Function":
+            continue
         raw = _merge(globals_.get("Function") or {}, res.get("Properties") or {})
         events = raw.pop("Events", None) or {}
-        props = resolver.resolve(raw)
-        env = (props.get("Environment") or {}).get("Variables") or {}
-        reserved = props.get("ReservedConcurrentExecutions")
-        storage = (props.get("EphemeralStorage") or {}).get("Size", EPHEMERAL_STORAGE_MB)
-        functions[logical_id] = FunctionSpec(
-            logical_id=logical_id,
-            handler=_handler(props, res.get("Metadata") or {}, template_path.parent),
-            timeout=int(props.get("Timeout", DEFAULT_TIMEOUT_S)),
-            memory_size=int(props.get("MemorySize", DEFAULT_MEMORY_MB)),
-            environment={str(k): _scalar_str(v) for k, v in env.items()},
-            package_type=str(props.get("PackageType", "Zip")),
-            ephemeral_storage_mb=int(storage),
-            policies=tuple(p for p in props.get("Policies") or [] if isinstance(p, dict)),
-            reserved_concurrency=None if reserved is None else int(reserved),
-            snap_start=(props.get("SnapStart") or {}).get("ApplyOn") == "PublishedVersions",
-        )
+        props, metadata = resolver.resolve(raw), res.get("Metadata") or {}
+        functions[logical_id] = _function_spec(logical_id, props, metadata, template_path.parent)
         for event_id, event in events.items():
             if event.get("Type") != "Api":
                 warnings.append(f"{logical_id}.{event_id}: {event.get('Type')} events not served")
                 continue
             eprops = resolver.resolve(event.get("Properties") or {})
-            api_id = str(eprops.get("RestApiId") or IMPLICIT_API)
-            api = apis.get(api_id, {})
-            binary.extend(str(t) for t in api.get("BinaryMediaTypes") or [])
-            method, path = str(eprops.get("Method", "any")).upper(), str(eprops.get("Path", "/"))
-            stage = str(api.get("StageName") or IMPLICIT_STAGE)
-            routes.append(Route(method, "/" + path.strip("/"), logical_id, stage, api_id))
+            routes.append(_route(logical_id, eprops, apis))
     if not routes:
         raise TemplateError(f"{template_path}: no AWS::Serverless::Function has an Api event")
+    binary = [t for r in routes for t in apis.get(r.api, _NO_API).binary_media_types]
     routes.sort(key=lambda r: (not r.is_static, -len(r.path)))  # static first, as API Gateway
-    binary_types = tuple(dict.fromkeys(binary))
     return StackSpec(
-        functions, tuple(routes), binary_types, tuple(warnings), definitions, throttling
+        functions,
+        tuple(routes),
+        tuple(dict.fromkeys(binary)),
+        tuple(warnings),
+        definitions={k: a.definition for k, a in apis.items() if a.definition is not None},
+        throttling={k: a.throttle for k, a in apis.items() if a.throttle is not None},
     )
+
+
+@dataclass(frozen=True)
+class _Api:
+    """One ``AWS::Serverless::Api``: what its routes and the front take from it."""
+
+    stage: str = IMPLICIT_STAGE
+    binary_media_types: tuple[str, ...] = ()
+    definition: dict[str, Any] | None = None  # its OpenAPI document
+    throttle: Throttle | None = None  # its stage-wide MethodSettings throttle
+
+
+_NO_API = _Api()  # the implicit API, or one the template does not declare
+
+
+def _read_api(
+    res: Mapping[str, Any], globals_: Mapping[str, Any], resolver: _Resolver, template_dir: Path
+) -> _Api:
+    props = _merge(globals_, res.get("Properties") or {})
+    body, uri = props.pop("DefinitionBody", None), props.pop("DefinitionUri", None)
+    api = resolver.resolve(props)
+    throttle = None
+    for s in api.get("MethodSettings") or []:
+        stage_wide = (s.get("ResourcePath", "/*"), s.get("HttpMethod", "*")) == ("/*", "*")
+        if stage_wide and "ThrottlingRateLimit" in s:
+            burst = int(s.get("ThrottlingBurstLimit", API_GATEWAY_BURST_LIMIT))
+            throttle = Throttle(float(s["ThrottlingRateLimit"]), burst)
+    return _Api(
+        stage=str(api.get("StageName") or IMPLICIT_STAGE),
+        binary_media_types=tuple(str(t) for t in api.get("BinaryMediaTypes") or []),
+        definition=api_definition(body, uri, template_dir),
+        throttle=throttle,
+    )
+
+
+def _function_spec(
+    logical_id: str, props: Mapping[str, Any], metadata: Mapping[str, Any], template_dir: Path
+) -> FunctionSpec:
+    """A function's settings from its resolved properties (Globals merged)."""
+    env = (props.get("Environment") or {}).get("Variables") or {}
+    reserved = props.get("ReservedConcurrentExecutions")
+    storage = (props.get("EphemeralStorage") or {}).get("Size", EPHEMERAL_STORAGE_MB)
+    return FunctionSpec(
+        logical_id=logical_id,
+        handler=_handler(props, metadata, template_dir),
+        timeout=int(props.get("Timeout", DEFAULT_TIMEOUT_S)),
+        memory_size=int(props.get("MemorySize", DEFAULT_MEMORY_MB)),
+        environment={str(k): _scalar_str(v) for k, v in env.items()},
+        package_type=str(props.get("PackageType", "Zip")),
+        ephemeral_storage_mb=int(storage),
+        policies=tuple(p for p in props.get("Policies") or [] if isinstance(p, dict)),
+        reserved_concurrency=None if reserved is None else int(reserved),
+        snap_start=(props.get("SnapStart") or {}).get("ApplyOn") == "PublishedVersions",
+    )
+
+
+def _route(function: str, event: Mapping[str, Any], apis: Mapping[str, _Api]) -> Route:
+    """The route of one ``Api`` event (resolved properties) of ``function``."""
+    api_id = str(event.get("RestApiId") or IMPLICIT_API)
+    method, path = str(event.get("Method", "any")).upper(), str(event.get("Path", "/"))
+    stage = apis.get(api_id, _NO_API).stage
+    return Route(method, "/" + path.strip("/"), function, stage, api_id)
 
 
 @dataclass(frozen=True)
