@@ -77,6 +77,7 @@ class BatchResult:
         return Predictions(self.labels, self.probabilities, self.classes)
 
     def summary(self) -> dict[str, Any]:
+        """Everything but the arrays, as JSON-ready values (``predict-batch`` prints it)."""
         data = asdict(self)
         for name in ("labels", "probabilities", "classes"):
             data.pop(name)

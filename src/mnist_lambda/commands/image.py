@@ -47,6 +47,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
+    """Run ``image base``, ``build`` or ``packages``; 2 without a Docker engine, 1 on failure."""
     if args.verbose:
         log_verbosely()
     if (problem := docker_engine.engine_problem()) is not None:
