@@ -167,21 +167,29 @@ def start(
                 cmd, stdin=DEVNULL, stdout=DEVNULL, stderr=log, start_new_session=True
             )
         _CHILDREN[proc.pid] = proc
-        deadline = time.monotonic() + timeout
-        while True:
-            if (data := _load(state_file)) is not None and data.get("pid") == proc.pid:
-                return StackInfo.from_dict(data, state_file)
-            if proc.poll() is not None:
-                raise RuntimeError(
-                    f"local stack exited with {proc.returncode} while starting; "
-                    f"{log_file}:\n{_log_tail(log_file)}"
-                )
-            if time.monotonic() > deadline:
-                _terminate(proc.pid, 10)
-                raise TimeoutError(
-                    f"local stack not ready after {timeout} s; {log_file}:\n{_log_tail(log_file)}"
-                )
-            time.sleep(0.05)
+        return _wait_ready(proc, state_file, log_file, timeout)
+
+
+def _wait_ready(
+    proc: subprocess.Popen[bytes], state_file: Path, log_file: Path, timeout: float
+) -> StackInfo:
+    """The stack ``proc`` records in ``state_file`` once it is ready; raise if it exits first
+    or is not ready after ``timeout`` s (it is stopped then)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        if (data := _load(state_file)) is not None and data.get("pid") == proc.pid:
+            return StackInfo.from_dict(data, state_file)
+        if proc.poll() is not None:
+            raise RuntimeError(
+                f"local stack exited with {proc.returncode} while starting; "
+                f"{log_file}:\n{_log_tail(log_file)}"
+            )
+        if time.monotonic() > deadline:
+            _terminate(proc.pid, 10)
+            raise TimeoutError(
+                f"local stack not ready after {timeout} s; {log_file}:\n{_log_tail(log_file)}"
+            )
+        time.sleep(0.05)
 
 
 def _terminate(pid: int, timeout: float) -> None:

@@ -4,7 +4,8 @@ An :class:`EmulatorInstance` is one execution environment: the RIE with ``awslam
 runtime, in a :class:`~.sandbox.Sandbox`. Like Lambda's, it runs one invocation at a time, is
 initialised on the first (the cold start) and is discarded once its runtime died. A
 :class:`FunctionPool` holds ``instances`` of them (the concurrency) on one staged copy of the
-app per deployment, and replaces them all on a redeploy.
+app per deployment, described by one :class:`~.environment.EnvironmentSpec` that each of them
+is given, and replaces them all on a redeploy.
 """
 
 from __future__ import annotations
