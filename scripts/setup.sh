@@ -48,5 +48,6 @@ if problem=$(.venv/bin/python -c "from mnist_lambda.image.docker_engine import e
 else
   echo "setup: no Docker engine ($problem): the tests marked docker will skip"
 fi
+bash scripts/git-notebook-filter.sh
 touch .venv/.installed
 echo "setup: .venv/ is ready"
