@@ -1,7 +1,9 @@
 """The ``mnist-lambda`` command: run the notebook pipeline, serve the local stack, and more.
 
 One convention for every subcommand: a module with ``HELP``, ``EXAMPLES``,
-``add_arguments(parser)`` and ``main(args) -> int``, registered in :data:`COMMANDS`.
+``add_arguments(parser)`` and ``main(args) -> int``, registered in :data:`COMMANDS`; one
+spelling of their options (``--out``, ``--steps``, ``-p KEY VALUE``, ``-P KEY=VALUE``, ``-q``,
+``-v``: :mod:`mnist_lambda.commands.options`).
 """
 
 from __future__ import annotations
@@ -42,6 +44,7 @@ def build_parser(names: Iterable[str] = COMMANDS) -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Parse ``argv`` (default: the command line) and run the subcommand; its exit code."""
     argv = sys.argv[1:] if argv is None else list(argv)
     # only the named subcommand's module: the others' imports take seconds (papermill, ...)
     names = argv[:1] if argv[:1] and argv[0] in COMMANDS else COMMANDS
