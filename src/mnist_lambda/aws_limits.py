@@ -38,6 +38,9 @@ DEFAULT_TIMEOUT_S = 3
 DEFAULT_MEMORY_MB = 128
 """Function ``MemorySize`` when the template sets none (SAM's default)."""
 
+DEFAULT_ARCHITECTURE = "x86_64"
+"""Function ``Architectures`` when the template sets none."""
+
 MEMORY_SIZE_RANGE_MB = (128, 10240)
 """The ``MemorySize`` values Lambda accepts, in MB (inclusive)."""
 

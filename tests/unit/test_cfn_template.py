@@ -58,6 +58,7 @@ Conditions:
 Globals:
   Function:
     Timeout: 30
+    Architectures: [arm64]
     Environment:
       Variables: {FROM_GLOBALS: "yes", OVERRIDDEN: globals}
 Resources:
@@ -108,6 +109,7 @@ Resources:
         30,
         aws_limits.DEFAULT_MEMORY_MB,
     )
+    assert fn.architecture == other.architecture == "arm64"  # from Globals
     routes = {(r.method, r.path, r.stage) for r in spec.routes}
     assert routes == {
         ("POST", "/predict", "dev"),

@@ -18,6 +18,7 @@ import yaml
 
 from mnist_lambda.aws_limits import (
     API_GATEWAY_BURST_LIMIT,
+    DEFAULT_ARCHITECTURE,
     DEFAULT_MEMORY_MB,
     DEFAULT_TIMEOUT_S,
     EPHEMERAL_STORAGE_MB,
@@ -167,6 +168,7 @@ class FunctionSpec:
     policies: tuple[Mapping[str, Any], ...] = ()  # inline documents (not policy templates, ARNs)
     reserved_concurrency: int | None = None
     snap_start: bool = False  # SnapStart ApplyOn PublishedVersions
+    architecture: str = DEFAULT_ARCHITECTURE  # the first of its Architectures
 
 
 @dataclass(frozen=True)
@@ -353,6 +355,8 @@ def _function_spec(
     env = (props.get("Environment") or {}).get("Variables") or {}
     reserved = props.get("ReservedConcurrentExecutions")
     storage = (props.get("EphemeralStorage") or {}).get("Size", EPHEMERAL_STORAGE_MB)
+    arches = props.get("Architectures")
+    architecture = arches[0] if isinstance(arches, list) and arches else DEFAULT_ARCHITECTURE
     return FunctionSpec(
         logical_id=logical_id,
         handler=_handler(props, metadata, template_dir),
@@ -364,6 +368,7 @@ def _function_spec(
         policies=tuple(p for p in props.get("Policies") or [] if isinstance(p, dict)),
         reserved_concurrency=None if reserved is None else int(reserved),
         snap_start=(props.get("SnapStart") or {}).get("ApplyOn") == "PublishedVersions",
+        architecture=str(architecture),
     )
 
 
