@@ -16,6 +16,7 @@ HELP = "the tutorial's deployment and ours, side by side on the local stack"
 EXAMPLES = """examples:
   mnist-lambda bench                     # full profile, about 2-3 minutes
   mnist-lambda bench --quick --out /tmp/b
+  mnist-lambda bench --quick --no-docker  # without the images built and served with Docker
   mnist-lambda bench --readme            # and rewrite README.md's performance table
 """
 
@@ -37,6 +38,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--repeats", type=int, default=None, help="warm calls per size and config")
     p.add_argument("--no-batch", action="store_true", help="skip the 70,000-row batch part")
+    p.add_argument(
+        "--docker",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="add both images built by `sam build` and served by `sam local start-api` "
+        "(default: when a Docker engine answers; --docker fails without one)",
+    )
     p.add_argument(
         "--readme",
         action="store_true",
@@ -73,7 +81,11 @@ def main(args: Any) -> int:
         profile.tutorial_memory_mb = args.tutorial_memory_mb
     if args.no_batch:
         profile.batch_instances = ()
-    results = run.run_bench(profile, out=args.out, data_source=args.data, verbose=not args.quiet)
+    results = run.run_bench(
+        profile, out=args.out, data_source=args.data, verbose=not args.quiet, docker=args.docker
+    )
+    if skipped := results.get("docker", {}).get("skipped"):
+        print(f"docker rows {skipped}")
     print(json.dumps(results["targets"], indent=2))
     print(f"results: {results['paths']['results']}")
     print(f"figure:  {results['paths']['figure']}")

@@ -294,6 +294,9 @@ def markdown(results: dict[str, Any], profile: Profile) -> str:
             "",
             markdown_table(rows),
         ]
+    from mnist_lambda.bench.docker_rows import markdown_lines
+
+    lines += markdown_lines(results)
     p = s["price"]
     lines += [
         "",

@@ -230,9 +230,14 @@ def run_bench(
     out: str | Path | None = None,
     data_source: str = "idx:../shared/data/mnist",
     verbose: bool = True,
+    docker: bool | None = False,
 ) -> dict[str, Any]:
-    """Run the whole comparison; write ``results.json``, ``results.md`` and the figure."""
+    """Run the whole comparison; write ``results.json``, ``results.md`` and the figure.
+    ``docker``: add the images built and served with Docker (None: when an engine answers)."""
     from mnist_lambda import local_stack
+    from mnist_lambda.bench import docker_rows
+
+    docker_skipped = docker_rows.skip_reason(docker)  # --docker without an engine fails here
 
     def say(msg: str) -> None:
         if verbose:
@@ -350,6 +355,11 @@ def run_bench(
 
             say(f"models: the tutorial's, ours and {', '.join(profile.onnx_models)} (ONNX)")
             results["models"] = compare_models(profile, prep, work, say)
+        if docker_skipped is None:
+            results["docker"] = docker_rows.measure(profile, prep, work, say)
+        else:
+            say(f"docker rows {docker_skipped}")
+            results["docker"] = {"skipped": docker_skipped}
         if profile.batch_instances:
             say(f"batch of {profile.batch_rows:,} rows, {profile.batch_instances} instances")
             results["batch"] = batch_report(profile, prep, work, say)
