@@ -27,7 +27,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--data",
         default=DEFAULT_DATA,
-        help=f"data_source for mnist_lambda.data.load_mnist, relative to the repo root "
+        help=f"data_source for mnist_lambda.modeling.data.load_mnist, relative to the repo root "
         f"(default: {DEFAULT_DATA})",
     )
     p.add_argument(
@@ -59,7 +59,7 @@ README_END = "<!-- bench:end -->"
 
 def update_readme(readme: Path, table_md: str) -> None:
     """Put ``table_md`` between the bench markers of ``readme`` (atomically)."""
-    from mnist_lambda.record import atomic_write_text
+    from mnist_lambda.storage import atomic_write_text
 
     text = readme.read_text(encoding="utf-8")
     start, end = text.find(README_BEGIN), text.find(README_END)

@@ -1,8 +1,8 @@
 """The benchmark's model comparison: every kind of model that can ship, through the local stack.
 
 The tutorial's joblib'd scikit-learn k-NN, our numpy ``.npz`` PCA + k-NN and the ONNX models of
-``Profile.onnx_models`` (exported by :func:`mnist_lambda.candidates.fit_and_export`, parity
-proven), each on a stack of its own with the same template and MemorySize: cold start (a
+``Profile.onnx_models`` (exported by :func:`mnist_lambda.modeling.fit_export.fit_and_export`,
+parity proven), each on a stack of its own with the same template and MemorySize: cold start (a
 redeploy, then the first call; ``cold_repeats`` times), warm latency at ``model_rows`` rows,
 accuracy of the endpoint's answers on the held-out rows and their agreement with the model
 in-process, and the bytes it adds to the base image (its installed requirements, the function's
@@ -62,9 +62,10 @@ def compare_models(
     profile: Profile, prep: Any, work: Path, say: Callable[[str], None]
 ) -> list[dict[str, Any]]:
     """One row per model (see the module docstring)."""
-    from mnist_lambda import candidates, model_requirements
     from mnist_lambda.bench import run as bench
-    from mnist_lambda.sampling import Split
+    from mnist_lambda.modeling import candidates, fit_export, model_requirements
+    from mnist_lambda.modeling.options import ModelOptions
+    from mnist_lambda.modeling.sampling import Split
     from mnist_serving.loading import load_model
 
     split = Split(prep.x_train, prep.y_train, prep.x_test, prep.y_test)
@@ -97,10 +98,11 @@ def compare_models(
     )
     for name in profile.onnx_models:
         say(f"models: fitting and exporting {name} (ONNX, parity on the held-out rows)")
-        candidate = candidates.get_candidate(
-            name, n_neighbors=profile.n_neighbors, pca_components=profile.n_components
+        options = ModelOptions(
+            n_neighbors=profile.n_neighbors, pca_components=profile.n_components
         )
-        exported = candidates.fit_and_export(
+        candidate = candidates.get_candidate(name, options)
+        exported = fit_export.fit_and_export(
             candidate,
             split,
             work / f"model-{candidate.slug}",

@@ -24,14 +24,14 @@ from typing import Any
 
 import numpy as np
 
-from mnist_lambda import record
+from mnist_lambda import storage
 from mnist_lambda.batch import NPY_HEADER_BYTES
 from mnist_lambda.bench.probes import function_peak_mb, machine, sgemm_gflops
 from mnist_lambda.bench.profile import A, B, Profile
 from mnist_lambda.bench.report import make_figure, markdown, summary, targets
 from mnist_lambda.client import Client, EndpointError
+from mnist_lambda.modeling.sampling import Split
 from mnist_lambda.paths import project_root
-from mnist_lambda.sampling import Split
 from mnist_serving.schema import N_PIXELS
 
 # --- data, models and objects -------------------------------------------------------------
@@ -60,7 +60,8 @@ def prepare(profile: Profile, data_source: str, work: Path) -> Prepared:
     """Load, split 80/20 (stratified), train both models, save both artifacts."""
     from sklearn.model_selection import train_test_split
 
-    from mnist_lambda import data, training
+    from mnist_lambda.modeling import data, training
+    from mnist_lambda.modeling.options import ModelOptions
 
     dataset = data.load_mnist(data_source)  # a relative idx: path is from the project root
     x, y = dataset.pixels, dataset.labels
@@ -82,8 +83,7 @@ def prepare(profile: Profile, data_source: str, work: Path) -> Prepared:
         Split(x_train, y_train, x_test[:10], y_test[:10]),
         our_model,
         cv_scores=[],
-        n_components=profile.n_components,
-        n_neighbors=profile.n_neighbors,
+        options=ModelOptions(n_neighbors=profile.n_neighbors, pca_components=profile.n_components),
     )
     fit["ours"] = time.perf_counter() - start
     return Prepared(
@@ -104,9 +104,10 @@ def fit_tutorial_model(x_train: np.ndarray, y_train: np.ndarray, n_neighbors: in
     """The tutorial's k-NN, fitted as it was: on a pandas DataFrame of float64 pixels."""
     import pandas as pd
 
-    from mnist_lambda import training
+    from mnist_lambda.modeling import training
+    from mnist_lambda.modeling.options import ModelOptions
 
-    return training.make_baseline(n_neighbors).fit(
+    return training.make_baseline(ModelOptions(n_neighbors=n_neighbors)).fit(
         pd.DataFrame(x_train.astype(np.float64)), y_train
     )
 
@@ -147,7 +148,7 @@ def our_object(pixels: np.ndarray) -> bytes:
 
 def npy_size(pixels: np.ndarray) -> int:
     """Bytes of the same rows as plain ``.npy`` (what predict-batch uploads)."""
-    from mnist_lambda.s3_data import npy_bytes
+    from mnist_lambda.deploy.s3_data import npy_bytes
 
     return len(npy_bytes(np.ascontiguousarray(pixels, dtype=np.uint8)))
 
@@ -319,7 +320,7 @@ def run_bench(
             peak = {cfg.name: cfg.peak_mb() for cfg in configs}
             max_request = None
             if profile.max_request:
-                from mnist_lambda.local_stack.cfn_template import function_settings
+                from mnist_lambda.template.reader import function_settings
 
                 limit = function_settings().max_object_bytes  # the template's MaxObjectBytes
                 rows = (limit - NPY_HEADER_BYTES) // N_PIXELS
@@ -373,8 +374,8 @@ def run_bench(
             "figure": str(figure),
             "table": str(out_dir / "results.md"),
         }
-        record.atomic_write_text(out_dir / "results.md", markdown(results, profile))
-        record.atomic_write_json(out_dir / "results.json", results)
+        storage.atomic_write_text(out_dir / "results.md", markdown(results, profile))
+        storage.atomic_write_json(out_dir / "results.json", results)
         say(f"done in {results['bench_seconds']:.0f} s: {out_dir}")
         return results
     finally:
