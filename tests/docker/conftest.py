@@ -125,11 +125,7 @@ def sam_project(
     """``sam build`` of the project's template with the small ``.npz`` model or the ONNX one."""
     model_path = small_model_path if request.param == "npz" else logistic_onnx.path
     project = sam_local.stage_project(tmp_path_factory.mktemp(f"sam-{request.param}"), model_path)
-    built = sam_local.sam_build(project)
-    image = next(
-        line.split(":", 1)[1].strip()
-        for line in built.read_text().splitlines()
-        if line.strip().startswith("ImageUri:")
-    )
+    sam_local.sam_build(project)
+    image = sam_local.built_image(project)
     env_vars = sam_local.write_env_vars(project, docker_s3.url)
     return SamProject(request.param, project, model_path, env_vars, image)

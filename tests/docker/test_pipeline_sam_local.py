@@ -58,7 +58,9 @@ def test_the_image_served_by_sam_agrees_with_the_notebook(sam_local_run: Path) -
 def test_sam_built_and_served_the_run_model_with_its_memory_size(sam_local_run: Path) -> None:
     project = sam_local_run / "sam"
     built = (project / sam_local.BUILD_DIR / "template.yaml").read_text()
-    assert re.search(r"ImageUri: predictfunction:mnist-predict-[0-9a-f]{12}", built)
+    assert re.search(
+        r"ImageUri: predictfunction-mnist-predict-([0-9a-f]{12}):mnist-predict-\1", built
+    )
     model = json.loads((sam_local_run / "run_state.json").read_text())["train"]["model_path"]
     assert (project / "lambda_app" / "model" / Path(model).name).read_bytes() == Path(
         model

@@ -37,11 +37,12 @@ from typing import Any
 
 import psutil
 
-from mnist_lambda.image import base, build
+from mnist_lambda.image import base, build, docker_engine
 from mnist_lambda.local_stack import procs
 from mnist_lambda.paths import project_root
-from mnist_lambda.storage import atomic_write_json
+from mnist_lambda.storage import atomic_write_json, atomic_write_text
 from mnist_lambda.template import FUNCTION_ID, TEMPLATE_NAME, template_path
+from mnist_lambda.template.reader import load_template
 
 BUILD_DIR = ".aws-sam/build"
 ENV_VARS_FILE = "env-vars.json"
@@ -64,6 +65,19 @@ class SamLocalError(RuntimeError):
     """A ``sam`` command failed; the message has the command and the end of its output."""
 
 
+def write_template(dest: Path, docker_tag: str) -> Path:
+    """The project's template in ``dest`` with ``docker_tag`` as its ``DockerTag``."""
+    template, found = re.subn(
+        r"^(\s*DockerTag:\s*)\S+\s*$",
+        rf"\g<1>{docker_tag}",
+        template_path().read_text(encoding="utf-8"),
+        flags=re.MULTILINE,
+    )
+    if found != 1:
+        raise SamLocalError(f"{TEMPLATE_NAME}: expected one DockerTag, found {found}")
+    return atomic_write_text(dest / TEMPLATE_NAME, template)
+
+
 def stage_project(dest: Path, model_path: Path | None = None) -> Path:
     """A SAM project in ``dest`` (made anew): template, OpenAPI and the build context with
     ``model_path`` as the function's model. The image's tag (``DockerTag``) gets the model's
@@ -71,14 +85,8 @@ def stage_project(dest: Path, model_path: Path | None = None) -> Path:
     build.stage_context(dest, model_path)
     shutil.copytree(project_root() / "openapi", dest / "openapi")
     model = next((dest / "lambda_app" / "model").glob("model.*"))
-    suffix = hashlib.sha256(model.read_bytes()).hexdigest()[:12]
-    template = template_path().read_text(encoding="utf-8")
-    template, found = re.subn(
-        r"^(\s*DockerTag:\s*)(\S+)\s*$", rf"\1\2-{suffix}", template, flags=re.MULTILINE
-    )
-    if found != 1:
-        raise SamLocalError(f"{TEMPLATE_NAME}: expected one DockerTag, found {found}")
-    (dest / TEMPLATE_NAME).write_text(template, encoding="utf-8")
+    tag = load_template(template_path())["Resources"][FUNCTION_ID]["Metadata"]["DockerTag"]
+    write_template(dest, f"{tag}-{hashlib.sha256(model.read_bytes()).hexdigest()[:12]}")
     return dest
 
 
@@ -113,14 +121,36 @@ def _run(cmd: Sequence[str], cwd: Path, env: Mapping[str, str], timeout: float) 
 
 
 def sam_build(project: Path, *, echo: bool = False) -> Path:
-    """``sam build`` of ``project`` (the base image made ready first); the built template."""
+    """``sam build`` of ``project`` (the base image made ready first); the built template.
+
+    The image is then tagged into a repository of its own (``<function>-<DockerTag>``) and the
+    built template points at it: ``sam local`` runs containers from ``<repository>:rapid-<arch>``,
+    which it rebuilds from the function's image at each start, and ``sam build`` names the
+    repository after the function alone, so two projects would otherwise share that tag."""
     base.ensure_base()
-    cmd = [sam_executable(), "build", "--template", TEMPLATE_NAME]
-    cmd += ["--build-dir", BUILD_DIR]
+    cmd = [sam_executable(), "build", "--template", TEMPLATE_NAME, "--build-dir", BUILD_DIR]
     if echo:
         print("$", " ".join(["sam", *cmd[1:]]), flush=True)
     _run(cmd, project, sam_environment(), timeout=1800)
-    return project / BUILD_DIR / "template.yaml"
+    built = project / BUILD_DIR / "template.yaml"
+    text = built.read_text(encoding="utf-8")
+    match = re.search(r"^\s*ImageUri:\s*(\S+)\s*$", text, flags=re.MULTILINE)
+    if match is None:
+        raise SamLocalError(f"{built}: no ImageUri")
+    repository, _, tag = match.group(1).rpartition(":")
+    own = f"{repository}-{tag}:{tag}"
+    docker_engine.run(["tag", match.group(1), own], timeout=60)
+    atomic_write_text(built, text[: match.start(1)] + own + text[match.end(1) :])
+    return built
+
+
+def built_image(project: Path) -> str:
+    """The image tag the built template of ``project`` names."""
+    text = (project / BUILD_DIR / "template.yaml").read_text(encoding="utf-8")
+    match = re.search(r"^\s*ImageUri:\s*(\S+)\s*$", text, flags=re.MULTILINE)
+    if match is None:
+        raise SamLocalError(f"{project / BUILD_DIR}: no ImageUri in the built template")
+    return match.group(1)
 
 
 def write_env_vars(project: Path, s3_endpoint: str) -> Path:
