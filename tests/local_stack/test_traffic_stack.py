@@ -16,7 +16,8 @@ from polling import wait_until
 from real_stack import PREFIX, npy_bytes, real_stack
 
 from mnist_lambda import local_stack
-from mnist_lambda.tuning import traffic
+from mnist_lambda.tuning.traffic import run
+from mnist_lambda.tuning.traffic.arrivals import arrival_times
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(180)]
 
@@ -45,7 +46,7 @@ def stack(
 
 def what_if(stack: tuple[Path, local_stack.StackInfo], **kwargs: Any) -> dict[str, Any]:
     state_dir, info = stack
-    return traffic.what_if(
+    return run.what_if(
         state_dir=state_dir, info=info, bucket=info.bucket, key=KEY, seed=SEED, **kwargs
     )
 
@@ -71,7 +72,7 @@ def test_stage_throttle_answers_429_and_the_function_is_not_invoked(stack) -> No
     assert result["stage_throttle"] == {"rate": 2.0, "burst": 2}
     assert result["environments_source"] == "asked for"
     r = result["rates"][0]
-    assert r["sent"] == len(traffic.arrival_times(8, 3, SEED))
+    assert r["sent"] == len(arrival_times(8, 3, SEED))
     assert r["stage_throttle"]["admits_rate"] is False
     assert r["stage_429"] > 0
     # what the token bucket predicts from the schedule, within the jitter of a real clock
@@ -93,7 +94,7 @@ def test_stage_throttle_answers_429_and_the_function_is_not_invoked(stack) -> No
 def test_lambda_throttles_one_environment_not_one_per_request(stack) -> None:
     # seed 0 at 6/s for 2 s: 9 requests, three of them 0.17-0.18 s after the first, while the
     # only environment is still in its cold start (0.4 s and more here)
-    arrivals = traffic.arrival_times(6, 2, SEED)
+    arrivals = arrival_times(6, 2, SEED)
     one = what_if(stack, rates=[6], duration_s=2, environments=1)
     r = one["rates"][0]
     assert (one["environments"], r["sent"], r["stage_429"]) == (1, len(arrivals), 0)
@@ -113,7 +114,7 @@ def test_lambda_throttles_one_environment_not_one_per_request(stack) -> None:
 
 def test_default_environments_without_reserved_concurrency(stack) -> None:
     result = what_if(stack, rates=[2], duration_s=1)
-    assert result["environments"] == traffic.LOCAL_DEFAULT_ENVIRONMENTS
+    assert result["environments"] == run.LOCAL_DEFAULT_ENVIRONMENTS
     assert "ReservedConcurrency 0" in result["environments_source"]
     r = result["rates"][0]
     assert r["served"] == r["sent"] and r["cost_per_hour_usd"]["total"] > 0

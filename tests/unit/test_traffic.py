@@ -10,8 +10,10 @@ import numpy as np
 import pytest
 
 from mnist_lambda.pricing import PRICES
-from mnist_lambda.tuning import traffic
-from mnist_lambda.tuning.traffic import Call, arrival_times, summarize
+from mnist_lambda.tuning.traffic import arrivals, queueing, report, run
+from mnist_lambda.tuning.traffic.arrivals import arrival_times
+from mnist_lambda.tuning.traffic.summary import summarize
+from mnist_lambda.tuning.traffic.trace import Call
 
 # --- the trace ----------------------------------------------------------------------------
 
@@ -52,8 +54,8 @@ def test_a_faster_rate_is_the_same_pattern_compressed() -> None:
         (float("inf"), 10, "positive requests/s"),
         (1, 0, "duration must be positive"),
         (1, float("nan"), "duration must be positive"),
-        (1, traffic.MAX_TRAFFIC_S + 1, "s of traffic"),
-        (traffic.MAX_REQUESTS / 10 + 1, 10, "expected requests"),
+        (1, arrivals.MAX_TRAFFIC_S + 1, "s of traffic"),
+        (arrivals.MAX_REQUESTS / 10 + 1, 10, "expected requests"),
     ],
 )
 def test_bounds_raise(rate: float, duration: float, match: str) -> None:
@@ -62,41 +64,46 @@ def test_bounds_raise(rate: float, duration: float, match: str) -> None:
 
 
 def test_bounds_count_every_rate() -> None:
-    traffic.check_bounds([2, 8], 150)  # 300 s, 1,500 requests: allowed
+    arrivals.check_bounds([2, 8], 150)  # 300 s, 1,500 requests: allowed
     with pytest.raises(ValueError, match="s of traffic"):
-        traffic.check_bounds([2, 8, 1], 150)
+        arrivals.check_bounds([2, 8, 1], 150)
     with pytest.raises(ValueError, match="5,000"):
-        traffic.check_bounds([20, 20], 150)
+        arrivals.check_bounds([20, 20], 150)
     with pytest.raises(ValueError, match="no rate"):
-        traffic.check_bounds([], 10)
+        arrivals.check_bounds([], 10)
 
 
 def test_what_if_refuses_an_unbounded_profile_before_touching_any_stack(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="expected requests"):
-        traffic.what_if(
-            state_dir=tmp_path, info=None, bucket="b", key="k", rates=[100], duration_s=60
-        )  # type: ignore[arg-type]
+        run.what_if(state_dir=tmp_path, info=None, bucket="b", key="k", rates=[100], duration_s=60)  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="environments"):
-        traffic.what_if(
+        run.what_if(
             state_dir=tmp_path, info=None, bucket="b", key="k", rates=[1], duration_s=1,
             environments=0,
         )  # type: ignore[arg-type]  # fmt: skip
 
 
-# --- helpers of summarize -----------------------------------------------------------------
+# --- the queue maths ----------------------------------------------------------------------
 
 
 def test_stage_rejections_is_the_token_bucket() -> None:
     # burst 2, 1 token/s, full at 0: two pass at 0, the third and the one at 0.5 s are refused,
     # one token is back at 1.0 s and another at 2.0 s
-    assert traffic.stage_rejections([0, 0, 0, 0.5, 1.0, 2.0], rate=1, burst=2) == 2
-    assert traffic.stage_rejections([0.1 * i for i in range(50)], rate=10, burst=1) == 0
+    assert queueing.stage_rejections([0, 0, 0, 0.5, 1.0, 2.0], rate=1, burst=2) == 2
+    assert queueing.stage_rejections([0.1 * i for i in range(50)], rate=10, burst=1) == 0
 
 
 def test_peak_concurrency_ends_before_starts() -> None:
-    assert traffic.peak_concurrency([(0, 1), (0.5, 1.5), (1, 2)]) == 2
-    assert traffic.peak_concurrency([(0, 3), (1, 2), (1.5, 2.5)]) == 3
-    assert traffic.peak_concurrency([]) == 0
+    assert queueing.peak_concurrency([(0, 1), (0.5, 1.5), (1, 2)]) == 2
+    assert queueing.peak_concurrency([(0, 3), (1, 2), (1.5, 2.5)]) == 3
+    assert queueing.peak_concurrency([]) == 0
+
+
+def test_littles_law_is_at_least_one_and_none_without_durations() -> None:
+    assert queueing.littles_law(60, [40, 60]) == math.ceil(60 * (40 + 0.99 * 20) / 1000) == 4
+    assert queueing.littles_law(10, [100]) == 1  # exactly 1.0: no float rounding up to 2
+    assert queueing.littles_law(0.1, [10]) == 1
+    assert queueing.littles_law(5, []) is None
 
 
 # --- summarize ----------------------------------------------------------------------------
@@ -223,11 +230,11 @@ def fake_result() -> dict:
 
 def test_table_and_figure() -> None:
     result = fake_result()
-    text = traffic.table(result)
+    text = report.table(result)
     assert "2 environment(s) (asked for)" in text and "stage throttle 10/s, burst 20" in text
     rows = [line for line in text.splitlines() if line.startswith("| 2 ") or "| 60 " in line]
     assert len(rows) == 2 and "| no |" in rows[1]  # 60/s is over the stage's 10/s
-    fig = traffic.traffic_figure(result)
+    fig = report.figure(result)
     bars, lines = fig.axes
     assert len(bars.patches) == 4 * 2  # served, 429, 500, other per rate
     assert [p.get_height() for p in bars.patches[:2]] == [5, 5]

@@ -19,6 +19,8 @@ from mnist_lambda.commands import tune as command
 from mnist_lambda.template import edit as template
 from mnist_lambda.template.reader import load_template
 from mnist_lambda.tuning import recommend, report, sweep, tune, variants
+from mnist_lambda.tuning.traffic import report as traffic_report
+from mnist_lambda.tuning.traffic import run as traffic_run
 
 # --- prices -------------------------------------------------------------------------------
 
@@ -353,7 +355,6 @@ def test_traffic_runs_after_the_sweep_at_the_recommended_memory(
     tmp_path, small_model_path, mnist_xy, fake_stack, monkeypatch
 ) -> None:
     from mnist_lambda import local_stack
-    from mnist_lambda.tuning import traffic
 
     asked: dict[str, Any] = {}
     info = type("Info", (), {"bucket": "b", "memory_mb": 0})()
@@ -367,16 +368,16 @@ def test_traffic_runs_after_the_sweep_at_the_recommended_memory(
         return {"rates": [{"rate": r} for r in kwargs["rates"]]}
 
     monkeypatch.setattr(local_stack, "redeploy", redeploy)
-    monkeypatch.setattr(traffic, "what_if", what_if)
+    monkeypatch.setattr(traffic_run, "what_if", what_if)
     drawn: list[dict] = []
 
-    def traffic_figure(result):
+    def figure(result):
         from matplotlib.figure import Figure
 
         drawn.append(result)
         return Figure()
 
-    monkeypatch.setattr(traffic, "traffic_figure", traffic_figure)
+    monkeypatch.setattr(traffic_report, "figure", figure)
     doc = tune.tune(
         model_path=small_model_path, pixels=mnist_xy[0][:10], out=tmp_path, progress=False,
         memory=(512, 1769), rows=20, traffic_rates=(2, 8), traffic_duration_s=5,

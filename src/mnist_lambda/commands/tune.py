@@ -24,8 +24,9 @@ import numpy as np
 from mnist_lambda.commands.options import add_verbosity, log_verbosely
 from mnist_lambda.template import TEMPLATE_NAME, template_path
 from mnist_lambda.template.edit import TemplateEditError, set_memory_default
-from mnist_lambda.tuning import report, traffic
+from mnist_lambda.tuning import report
 from mnist_lambda.tuning import tune as tuning  # tuning.tune(): looked up where tests stub it
+from mnist_lambda.tuning.traffic import report as traffic_report
 from mnist_lambda.tuning.tune import (
     DEFAULT_MEMORY,
     DEFAULT_ROWS,
@@ -222,7 +223,7 @@ def _print_results(doc: dict[str, Any], *, settings: bool) -> None:
     print(report.table_text(doc))
     print(report.recommendation_text(doc))
     if "traffic" in doc:
-        print(traffic.table(doc["traffic"]))
+        print(traffic_report.table(doc["traffic"]))
     print(f"results: {doc['paths']['tune_json']}")
     print(f"figure:  {doc['paths']['figure']}")
     if "traffic_figure" in doc["paths"]:

@@ -253,7 +253,7 @@ class TuneMetrics:
 
 @dataclass(frozen=True)
 class TrafficMetrics:
-    """``evaluate``: the traffic what-if (:func:`mnist_lambda.tuning.traffic.what_if`'s)."""
+    """``evaluate``: the traffic what-if (:func:`mnist_lambda.tuning.traffic.run.what_if`'s)."""
 
     traffic: dict[str, Any]
 

@@ -57,7 +57,8 @@ def _ms(seconds: float | None) -> float | None:
     return None if seconds is None else seconds * 1000.0
 
 
-def _fmt(value: Any, spec: str) -> str:
+def fmt(value: Any, spec: str = ".0f") -> str:
+    """``value`` formatted with ``spec``, or ``-`` when there is none."""
     return "-" if value is None else format(value, spec)
 
 
@@ -72,13 +73,13 @@ def table_text(doc: Mapping[str, Any]) -> str:
     for row in table(doc):
         lines.append(
             f"{row['variant']:>8} {row['memory_mb']:>6} {row['vcpus']:>5.2f} "
-            f"{_fmt(row['cold_start_s'], '.2f'):>7} {_fmt(row['init_ms'], '.0f'):>8} "
-            f"{_fmt(row['snapstart_cold_start_s'], '.2f'):>7} "
-            f"{_fmt(row['warm_p50_ms'], '.0f'):>7} {_fmt(row['warm_p95_ms'], '.0f'):>7} "
-            f"{_fmt(row['peak_mb'], '.0f'):>8} "
-            f"{_fmt(row['usd_per_million_x86_64'], '.4f'):>8} "
-            f"{_fmt(row['usd_per_million_arm64'], '.4f'):>8} "
-            f"{_fmt(row['agreement'], '.2%'):>7}"
+            f"{fmt(row['cold_start_s'], '.2f'):>7} {fmt(row['init_ms'], '.0f'):>8} "
+            f"{fmt(row['snapstart_cold_start_s'], '.2f'):>7} "
+            f"{fmt(row['warm_p50_ms'], '.0f'):>7} {fmt(row['warm_p95_ms'], '.0f'):>7} "
+            f"{fmt(row['peak_mb'], '.0f'):>8} "
+            f"{fmt(row['usd_per_million_x86_64'], '.4f'):>8} "
+            f"{fmt(row['usd_per_million_arm64'], '.4f'):>8} "
+            f"{fmt(row['agreement'], '.2%'):>7}"
             + (" *" if row["recommended"] else "")
             + (f"  FAILED: {row['error'][:60]}" if row["error"] else "")
         )

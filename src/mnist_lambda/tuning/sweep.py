@@ -1,4 +1,4 @@
-"""The sweep: one local stack, one deployment, one MemorySize after another.
+"""The sweep: one local stack, one variant, one MemorySize after another.
 
 For each MemorySize the stack is redeployed (:func:`mnist_lambda.local_stack.redeploy` with the
 ``MemorySize`` parameter: memory limit, CPU quota and the function's environment follow), then
@@ -21,29 +21,29 @@ from typing import Any
 import numpy as np
 import psutil
 
-from mnist_lambda import pricing
+from mnist_lambda import local_stack, pricing
 from mnist_lambda.aws_limits import vcpu_share
+from mnist_lambda.bench.probes import function_peak_mb
 from mnist_lambda.client import Client, EndpointError, Result
-from mnist_lambda.tuning.variants import Deployment
+from mnist_lambda.template import MEMORY_PARAMETER
+from mnist_lambda.tuning.variants import Variant
 
 CALL_TIMEOUT_S = 60.0
 
 
 @contextlib.contextmanager
 def deployed(
-    deployment: Deployment, state_dir: Path, memory_mb: int, timeout: float = 180
+    variant: Variant, state_dir: Path, memory_mb: int, timeout: float = 180
 ) -> Iterator[Any]:
-    """A one-environment stack in ``state_dir`` serving ``deployment`` at ``memory_mb``, its
+    """A one-environment stack in ``state_dir`` serving ``variant`` at ``memory_mb``, its
     request object uploaded; yields the StackInfo and always stops the stack."""
-    from mnist_lambda import local_stack
-
-    kwargs = dict(deployment.start_kwargs)
-    kwargs["extra_args"] = [*kwargs.get("extra_args", ()), "-P", f"MemorySize={memory_mb}"]
+    kwargs = dict(variant.start_kwargs)
+    kwargs["extra_args"] = [*kwargs.get("extra_args", ()), "-P", f"{MEMORY_PARAMETER}={memory_mb}"]
     local_stack.stop(state_dir)  # one a killed sweep left would be reused whatever it serves
     try:
         info = local_stack.start(state_dir, instances=1, timeout=timeout, **kwargs)
         s3 = local_stack.s3_client(info)
-        s3.put_object(Bucket=info.bucket, Key=deployment.key, Body=deployment.body)
+        s3.put_object(Bucket=info.bucket, Key=variant.key, Body=variant.body)
         yield info
     finally:
         local_stack.stop(state_dir)
@@ -64,10 +64,10 @@ def usd_per_million(seconds: float, memory_mb: int, rows: int) -> dict[str, dict
 
 
 def measure(
-    client: Client, bucket: str, deployment: Deployment, memory_mb: int, warm: int
+    client: Client, bucket: str, variant: Variant, memory_mb: int, warm: int
 ) -> dict[str, Any]:
     """One cold and ``warm`` warm calls on a freshly deployed stack; one result."""
-    rows = len(deployment.expected)
+    rows = len(variant.expected)
     result: dict[str, Any] = {
         "memory_mb": memory_mb,
         "vcpus": vcpu_share(memory_mb, psutil.cpu_count() or 1),
@@ -76,14 +76,14 @@ def measure(
     }
     calls: list[Result] = []
     try:
-        calls.append(client.predict(bucket, deployment.key))
+        calls.append(client.predict(bucket, variant.key))
         for _ in range(warm):
-            calls.append(client.predict(bucket, deployment.key))
+            calls.append(client.predict(bucket, variant.key))
     except EndpointError as exc:
         result["error"] = str(exc)[:500]
     cold, warm_calls = (calls[0], calls[1:]) if calls else (None, [])
     agree = [
-        float(np.mean(c.labels == deployment.expected)) if len(c.labels) == rows else 0.0
+        float(np.mean(c.labels == variant.expected)) if len(c.labels) == rows else 0.0
         for c in calls
     ]
     peaks = [c.max_memory_mb for c in calls if c.max_memory_mb is not None]
@@ -119,15 +119,13 @@ def measure(
 
 
 def restored_cold_start(
-    client: Client, state_dir: Path, deployment: Deployment, memory_mb: int
+    client: Client, state_dir: Path, variant: Variant, memory_mb: int
 ) -> dict[str, Any]:
     """One cold call on a SnapStart deployment at ``memory_mb``: the restore, not the init."""
-    from mnist_lambda import local_stack
-
-    parameters = {"MemorySize": str(memory_mb), "SnapStart": "PublishedVersions"}
+    parameters = {MEMORY_PARAMETER: str(memory_mb), "SnapStart": "PublishedVersions"}
     info = local_stack.redeploy(state_dir, parameters=parameters)
     try:
-        call = client.predict(info.bucket, deployment.key)
+        call = client.predict(info.bucket, variant.key)
     except EndpointError as exc:
         return {"error": str(exc)[:500]}
     return {
@@ -135,13 +133,13 @@ def restored_cold_start(
         "cold_start_seconds": call.seconds,
         "restore_ms": call.restore_ms,
         "function_ms": call.function_ms,
-        "agreement": float(np.mean(call.labels == deployment.expected)),
+        "agreement": float(np.mean(call.labels == variant.expected)),
         "label": "emulated: a fork of the snapshot environment (docs/local-stack.md)",
     }
 
 
 def sweep(
-    deployment: Deployment,
+    variant: Variant,
     state_dir: Path,
     info: Any,
     memory: Sequence[int],
@@ -149,35 +147,32 @@ def sweep(
     bar: Any = None,
     snapstart: bool = False,
 ) -> list[dict[str, Any]]:
-    """Measure ``deployment`` at each MemorySize of ``memory`` on the stack ``info`` (started by
+    """Measure ``variant`` at each MemorySize of ``memory`` on the stack ``info`` (started by
     :func:`deployed` at ``memory[0]``); ``bar`` (tqdm) gets one line per setting. With
     ``snapstart``, each setting also gets :func:`restored_cold_start` (``result["snapstart"]``)."""
-    from mnist_lambda import local_stack
-    from mnist_lambda.bench.probes import function_peak_mb
-
     results = []
     with Client(info.predict_url, max_attempts=1, timeout_s=CALL_TIMEOUT_S) as client:
         for i, memory_mb in enumerate(memory):
             if bar is not None:
-                bar.set_description(f"{deployment.name} {memory_mb} MB")
-            parameters = {"MemorySize": str(memory_mb)} | (
+                bar.set_description(f"{variant.name} {memory_mb} MB")
+            parameters = {MEMORY_PARAMETER: str(memory_mb)} | (
                 {"SnapStart": "None"} if snapstart else {}
             )
             if i > 0 or info.memory_mb != memory_mb:  # a just-started stack is fresh already
                 info = local_stack.redeploy(state_dir, parameters=parameters)
             if info.memory_mb != memory_mb:
                 raise RuntimeError(f"asked for {memory_mb} MB, the stack runs {info.memory_mb}")
-            result = measure(client, info.bucket, deployment, memory_mb, warm)
+            result = measure(client, info.bucket, variant, memory_mb, warm)
             if result["peak_memory_mb"] is None:  # limits not enforced: the runtime's VmHWM
                 result["peak_memory_mb"] = function_peak_mb(state_dir)
                 result["peak_memory_source"] = "runtime VmHWM"
             else:
                 result["peak_memory_source"] = "cgroup peak"
             if snapstart:
-                result["snapstart"] = restored_cold_start(client, state_dir, deployment, memory_mb)
+                result["snapstart"] = restored_cold_start(client, state_dir, variant, memory_mb)
             results.append(result)
             if bar is not None:
-                bar.write(progress_line(deployment.name, result), file=sys.stderr)
+                bar.write(progress_line(variant.name, result), file=sys.stderr)
                 bar.update()
     return results
 

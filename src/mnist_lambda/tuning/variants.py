@@ -1,4 +1,4 @@
-"""The deployments a sweep measures: ours (the numpy model) and the tutorial's (joblib k-NN).
+"""The variants a sweep measures: ours (the numpy model) and the tutorial's (joblib k-NN).
 
 Each is what :func:`mnist_lambda.local_stack.start` needs to serve it, the request object it
 reads from S3 and the labels its model gives in-process (what every answer must equal). The
@@ -13,13 +13,18 @@ from typing import Any
 
 import numpy as np
 
+from mnist_lambda.deploy.s3_data import npy_bytes
+from mnist_lambda.modeling.options import ModelOptions
+from mnist_serving.loading import load_model
+
 OURS, TUTORIAL = "ours", "tutorial"
 VARIANTS = (OURS, TUTORIAL)
 
 
 @dataclass(frozen=True)
-class Deployment:
-    """One variant: how to start its stack, the object it is sent, the labels expected."""
+class Variant:
+    """One variant's deployment: how to start its stack, the object it is sent, the labels
+    expected."""
 
     name: str
     start_kwargs: dict[str, Any]
@@ -29,14 +34,13 @@ class Deployment:
     description: str = ""
 
 
-def ours(model_path: Path, pixels: np.ndarray) -> Deployment:
+def ours(model_path: Path, pixels: np.ndarray) -> Variant:
     """Our function (``lambda_app/``) serving ``model_path``; the rows as plain ``.npy``."""
+    # in the function: bench is reworked now; its deployment helpers move to a module of their own
     from mnist_lambda.bench.run import NO_STAGE_THROTTLE
-    from mnist_lambda.deploy.s3_data import npy_bytes
-    from mnist_serving.loading import load_model
 
     pixels = np.ascontiguousarray(pixels, dtype=np.uint8)
-    return Deployment(
+    return Variant(
         name=OURS,
         start_kwargs={"model_path": Path(model_path), "extra_args": list(NO_STAGE_THROTTLE)},
         key=f"tune/rows-{len(pixels)}.npy",
@@ -47,19 +51,24 @@ def ours(model_path: Path, pixels: np.ndarray) -> Deployment:
 
 
 def tutorial(
-    x_train: np.ndarray, y_train: np.ndarray, pixels: np.ndarray, work: Path, n_neighbors: int = 4
-) -> Deployment:
+    x_train: np.ndarray,
+    y_train: np.ndarray,
+    pixels: np.ndarray,
+    work: Path,
+    n_neighbors: int = ModelOptions().n_neighbors,
+) -> Variant:
     """The tutorial's function (scikit-learn k-NN on raw pixels, joblib'd) in ``work``, fitted on
     ``x_train``; the rows as a joblib'd float64 DataFrame, as its client sent them."""
-    import pandas as pd
+    import pandas as pd  # lazy: slow to import, and only the tutorial's variant needs it
 
+    # in the function: bench is reworked now; the tutorial's deployment moves out of it
     from mnist_lambda.bench import run as bench
     from mnist_lambda.bench.profile import TUTORIAL_MEMORY_MB
 
     knn = bench.fit_tutorial_model(x_train, y_train, n_neighbors)
     app_dir = bench.tutorial_task_root(knn, Path(work))
     serve_args = bench.tutorial_start_args(TUTORIAL_MEMORY_MB)  # MemorySize set per setting
-    return Deployment(
+    return Variant(
         name=TUTORIAL,
         start_kwargs={"app_dir": app_dir, "extra_args": serve_args},
         key=f"tune/rows-{len(pixels)}.joblib",
