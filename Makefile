@@ -5,7 +5,7 @@ setup: .venv/.installed
 
 .venv/.installed: poetry.lock pyproject.toml tools/iac-scan/poetry.lock scripts/setup.sh \
 		scripts/bootstrap-requirements.txt lambda_app/requirements.txt Dockerfile \
-		src/mnist_lambda/bench/tutorial_app/requirements.txt
+		src/mnist_lambda/tutorial/app/requirements.txt
 	@./scripts/setup.sh
 
 run: setup  ## the whole pipeline on the embedded local defaults

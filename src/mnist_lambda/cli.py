@@ -18,7 +18,7 @@ COMMANDS = {
     "params": "mnist_lambda.commands.params",
     "serve": "mnist_lambda.commands.serve",
     "predict-batch": "mnist_lambda.commands.predict_batch",
-    "bench": "mnist_lambda.bench",
+    "bench": "mnist_lambda.commands.bench",
     "tune": "mnist_lambda.commands.tune",
     "image": "mnist_lambda.commands.image",
 }

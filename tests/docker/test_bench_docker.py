@@ -12,7 +12,9 @@ import pytest
 from repo_paths import ROOT
 
 from mnist_lambda import local_stack
-from mnist_lambda.bench import docker_rows, run
+from mnist_lambda.bench import docker_rows
+from mnist_lambda.bench.model_tables import docker_lines
+from mnist_lambda.bench.prepare import prepare
 from mnist_lambda.bench.profile import Profile
 from mnist_lambda.image import base, sam_local
 from mnist_lambda.template import TEMPLATE_NAME
@@ -28,12 +30,12 @@ def bench(tmp_path_factory, mnist_source) -> tuple[Profile, Path, dict[str, Any]
     profile = Profile.quick()
     profile.cold_repeats = 2  # two start-api in a row: the second one's container is new too
     work = tmp_path_factory.mktemp("bench-docker")
-    prep = run.prepare(profile, mnist_source.data_source, work)
+    prep = prepare(profile, mnist_source.data_source, work)
     return profile, work, docker_rows.measure(profile, prep, work, say=lambda _: None)
 
 
 def test_rows_have_sane_values(bench) -> None:
-    profile, _, docker = bench
+    profile, work, docker = bench
     assert docker["base"]["tag"] == base.base_tag()
     assert docker["memory_mb"] == function_settings().function.memory_size
     tutorial, ours = docker["rows"]
@@ -51,15 +53,23 @@ def test_rows_have_sane_values(bench) -> None:
         assert 0 < row["warm_ms_p50"] <= row["warm_ms_p95"]
     # scikit-learn, scipy and pandas against numpy alone; a 2,400-row joblib'd k-NN
     assert tutorial["above_base_bytes"] > 2 * ours["above_base_bytes"]
-    assert tutorial["image"].startswith(docker_rows.REPOSITORIES["tutorial"] + ":")
-    assert ours["image"].startswith(docker_rows.REPOSITORIES["ours"] + ":")
+    # each in a repository of its own (sam local's rapid image is per repository)
+    assert tutorial["image"] == sam_local.built_image(work / "sam-tutorial")
+    assert ours["image"] == sam_local.built_image(work / "sam-ours")
+    assert tutorial["image"].rpartition(":")[2].startswith("tutorial-")  # the model's digest
+    assert _repository(tutorial["image"]) != _repository(ours["image"])
+
+
+def _repository(image: str) -> str:
+    return image.rpartition(":")[0]
 
 
 def test_everything_started_is_stopped(bench) -> None:
-    _, work, _ = bench
+    _, work, docker = bench
     assert local_stack.read(work / "stack-docker") is None
-    for name, repository in docker_rows.REPOSITORIES.items():
+    for name, row in zip(("tutorial", "ours"), docker["rows"], strict=True):
         assert sam_local.read_api(work / f"sam-{name}") is None
+        repository = _repository(row["image"])
         running = subprocess.run(
             ["docker", "ps", "-q", "--filter", f"ancestor={repository}:rapid-x86_64"],
             capture_output=True,
@@ -84,11 +94,11 @@ def test_the_tutorial_image_is_its_own_dockerfile_on_our_base(bench) -> None:
 
 def test_table_puts_both_images_in_results_md(bench) -> None:
     _, _, docker = bench
-    lines = docker_rows.markdown_lines({"docker": docker})
+    lines = docker_lines({"docker": docker})
     table = "\n".join(lines)
     assert "a labelled STAND-IN" in table or "AWS's image" in table
     assert table.count(docker_rows.PATH_LABEL) == 2
-    skipped = docker_rows.markdown_lines({"docker": {"skipped": "skipped: no engine"}})
+    skipped = docker_lines({"docker": {"skipped": "skipped: no engine"}})
     assert "skipped: no engine" in skipped[-1]
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -11,8 +12,14 @@ from repo_paths import ROOT
 
 from mnist_lambda import cli
 from mnist_lambda.bench import probes, run
-from mnist_lambda.bench.profile import TUTORIAL_MEMORY_MB, Profile
+from mnist_lambda.bench.objects import npy_size, our_object
+from mnist_lambda.bench.prepare import rows_for
+from mnist_lambda.bench.profile import Profile
+from mnist_lambda.bench.readme import README_BEGIN, README_END, update_readme
+from mnist_lambda.paths import project_root
 from mnist_lambda.template.reader import function_settings
+from mnist_lambda.tutorial.deployment import APP_DIR, TUTORIAL_MEMORY_MB
+from mnist_lambda.tutorial.model import tutorial_object
 
 
 def test_proc_helpers_read_this_process():
@@ -25,19 +32,18 @@ def test_proc_helpers_read_this_process():
 
 
 def test_tutorial_handler_stays_out_of_the_shipped_app():
-    from mnist_lambda.paths import project_root
-
     shipped = project_root() / "lambda_app"
     assert not any("joblib.load" in p.read_text() for p in shipped.rglob("*.py"))
-    assert run.TUTORIAL_APP.is_file() and shipped not in run.TUTORIAL_APP.parents
+    handler = APP_DIR / "app.py"
+    assert handler.is_file() and shipped not in handler.parents
 
 
 def test_objects_and_rows():
     x = np.arange(3 * 784, dtype=np.uint8).reshape(3, 784)
-    assert run.rows_for(x, 7)[6].tolist() == x[0].tolist()
-    assert run.npy_size(x) == 128 + 3 * 784
-    assert len(run.our_object(x)) < run.npy_size(x) + 400
-    assert len(run.tutorial_object(x)) > 8 * 3 * 784
+    assert rows_for(x, 7)[6].tolist() == x[0].tolist()
+    assert npy_size(x) == 128 + 3 * 784
+    assert len(our_object(x)) < npy_size(x) + 400
+    assert len(tutorial_object(x)) > 8 * 3 * 784
 
 
 @pytest.mark.e2e
@@ -83,8 +89,8 @@ def test_quick_bench_end_to_end(tmp_path, mnist_source):
 
 def test_cli_has_the_new_subcommands():
     parser = cli.build_parser()
-    args = parser.parse_args(["bench", "--quick", "--out", "x"])
-    assert args.quick and args.out == "x" and args.func is not None
+    args = parser.parse_args(["bench", "--quick", "--out", "x", "-v"])
+    assert args.quick and args.out == Path("x") and args.verbose and args.func is not None
     args = parser.parse_args(["predict-batch", "s3://b/k.npy", "--out", "p.npy", "--url", "u"])
     assert args.source == "s3://b/k.npy" and args.concurrency == 4
     for existing in (["run", "--steps", "sample"], ["params"]):
@@ -115,8 +121,6 @@ def test_two_stage_search_finds_the_true_nearest(n_train):
 
 
 def test_update_readme_replaces_only_the_marked_block(tmp_path) -> None:
-    from mnist_lambda.bench import README_BEGIN, README_END, update_readme
-
     readme = tmp_path / "README.md"
     readme.write_text(f"intro\n{README_BEGIN}\nold table\n{README_END}\nafter\n")
     update_readme(readme, "| new |\n")

@@ -47,13 +47,7 @@ def _options(parser: argparse.ArgumentParser) -> list[argparse.Action]:
     return [a for a in parser._actions if a.option_strings and a.dest != "help"]
 
 
-MOVING = pytest.mark.xfail(strict=False, reason="being moved by the local-stack/bench rework")
-"""``bench`` has ``-q`` but not yet ``-v``: its command is being moved by the bench rework."""
-
-
-@pytest.mark.parametrize(
-    "name", [pytest.param(n, marks=MOVING) if n == "bench" else n for n in cli.COMMANDS]
-)
+@pytest.mark.parametrize("name", list(cli.COMMANDS))
 def test_every_subcommand_has_quiet_and_verbose(name):
     for path, parser in _leaves(name):
         spelled = {s for action in _options(parser) for s in action.option_strings}

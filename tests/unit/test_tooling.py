@@ -87,7 +87,8 @@ def test_every_hook_selects_the_files_it_is_for() -> None:
     assert "src/mnist_lambda/pipeline/preflight.py" in selected["ruff-format"]
     assert all(f.endswith(".ipynb") for f in selected["nbstripout"])
     assert selected["cfn-lint"] == ["template_no_auth.yaml"]
-    assert selected["hadolint"] == ["Dockerfile"]
+    # ours and the tutorial's (bench builds both)
+    assert selected["hadolint"] == ["Dockerfile", "src/mnist_lambda/tutorial/app/Dockerfile"]
     assert {"template_no_auth.yaml", ".pre-commit-config.yaml"} <= set(selected["check-yaml"])
     assert "docs/images/confusion_matrices.png" not in selected["detect-aws-credentials"]
 

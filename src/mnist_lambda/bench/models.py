@@ -13,19 +13,49 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from mnist_lambda.bench.objects import our_object
+from mnist_lambda.bench.prepare import Prepared, rows_for
 from mnist_lambda.bench.profile import Profile
+from mnist_lambda.bench.stacks import Side, stacks
+from mnist_lambda.local_stack import template_memory_mb
+from mnist_lambda.local_stack.task_root import build
+from mnist_lambda.modeling import candidates, fit_export, model_requirements
+from mnist_lambda.modeling.options import ModelOptions
 from mnist_lambda.paths import lambda_app_dir
+from mnist_lambda.template import MEMORY_PARAMETER
+from mnist_lambda.tutorial.deployment import NO_STAGE_THROTTLE, tutorial_start_args
+from mnist_lambda.tutorial.model import tutorial_object
+from mnist_serving.loading import ServingModel, load_model
+
+TUTORIAL_MODEL = "tutorial: scikit-learn k-NN (joblib)"
+OUR_MODEL = "ours: PCA + k-NN (numpy .npz)"
+CODE_SKIPPED = ("model", "__pycache__", ".ipynb_checkpoints")
+"""What is not the function's code in its app folder."""
+
+
+@dataclass
+class ModelEntry:
+    """One model to measure: its stack and how it starts, the model in-process its answers are
+    compared with (None: no agreement to report) and what it ships."""
+
+    model: str
+    format: str
+    side: Side
+    start: dict[str, Any]
+    memory_mb: int
+    expected: ServingModel | None
+    shipped: dict[str, int]
+    fit_seconds: float | None = None
 
 
 def memory_mb(profile: Profile) -> int:
     """The MemorySize every model runs at: the profile's, else the template's default."""
-    from mnist_lambda.local_stack import template_memory_mb
-
     return profile.model_memory_mb or template_memory_mb()
 
 
@@ -44,12 +74,10 @@ def shipped_bytes(
     app_dir: Path, model_files: list[Path], model_requirements: Path | None
 ) -> dict[str, int]:
     """What the image adds to the base image for this model: requirements, code, model."""
-    from mnist_lambda.local_stack.task_root import build
-
     deps = build(app_dir / "requirements.txt", model_requirements=model_requirements).deps_dir
-    code = tree_bytes(
-        app_dir, skip=lambda p: p.name in ("model", "__pycache__", ".ipynb_checkpoints")
-    ) - sum(f.stat().st_size for f in model_files if f.parent == app_dir)
+    code = tree_bytes(app_dir, skip=lambda p: p.name in CODE_SKIPPED) - sum(
+        f.stat().st_size for f in model_files if f.parent == app_dir
+    )
     sizes = {
         "requirements": tree_bytes(deps) if deps else 0,
         "code": code,
@@ -59,138 +87,111 @@ def shipped_bytes(
 
 
 def compare_models(
-    profile: Profile, prep: Any, work: Path, say: Callable[[str], None]
+    profile: Profile, prep: Prepared, work: Path, say: Callable[[str], None]
 ) -> list[dict[str, Any]]:
     """One row per model (see the module docstring)."""
-    from mnist_lambda.bench import run as bench
-    from mnist_lambda.modeling import candidates, fit_export, model_requirements
-    from mnist_lambda.modeling.options import ModelOptions
-    from mnist_lambda.modeling.sampling import Split
-    from mnist_serving.loading import load_model
-
-    split = Split(prep.x_train, prep.y_train, prep.x_test, prep.y_test)
-    tutorial_dir = prep.tutorial_model.parent
-    entries: list[dict[str, Any]] = [
-        {
-            "model": "tutorial: scikit-learn k-NN (joblib)",
-            "format": "joblib",
-            "config": bench.Config(
-                "tutorial", work / "m-tutorial", bench.tutorial_object, ".joblib"
-            ),
-            "start": {
-                "app_dir": tutorial_dir,
-                "extra_args": bench.tutorial_start_args(memory_mb(profile)),
-            },
-            "expected": None,  # the tutorial's labels are whatever its model says
-            "shipped": shipped_bytes(tutorial_dir, [prep.tutorial_model], None),
-        }
-    ]
-    our_files = [prep.our_model]
-    entries.append(
-        {
-            "model": "ours: PCA + k-NN (numpy .npz)",
-            "format": "npz",
-            "config": bench.Config("npz", work / "m-npz", bench.our_object, ".npz"),
-            "start": {"model_path": prep.our_model},
-            "expected": load_model(prep.our_model),
-            "shipped": shipped_bytes(lambda_app_dir(), our_files, None),
-        }
-    )
+    memory = memory_mb(profile)
+    entries = [tutorial_entry(prep, work, memory), our_entry(prep, work, memory)]
     for name in profile.onnx_models:
         say(f"models: fitting and exporting {name} (ONNX, parity on the held-out rows)")
-        options = ModelOptions(
-            n_neighbors=profile.n_neighbors, pca_components=profile.n_components
-        )
-        candidate = candidates.get_candidate(name, options)
-        exported = fit_export.fit_and_export(
-            candidate,
-            split,
-            work / f"model-{candidate.slug}",
-            cv_scores=[],
-            run_id="bench",
-            data_source=prep.source,
-        )
-        requirements = exported.artifact.with_name(model_requirements.FILE_NAME)
-        entries.append(
-            {
-                "model": f"{name} (ONNX)",
-                "format": "onnx",
-                "config": bench.Config(
-                    name, work / f"m-{candidate.slug}", bench.our_object, ".npz"
-                ),
-                "start": {"model_path": exported.artifact},
-                "expected": exported.model,
-                "shipped": shipped_bytes(lambda_app_dir(), exported.files, requirements),
-                "fit_seconds": exported.report.fit_seconds,
-            }
-        )
+        entries.append(onnx_entry(name, profile, prep, work, memory))
     rows = []
     for entry in entries:
-        say(f"models: {entry['model']} on the local stack")
-        rows.append(_measure(entry, profile, prep))
+        say(f"models: {entry.model} on the local stack")
+        rows.append(measure_entry(entry, profile, prep))
     return rows
 
 
-def _measure(entry: dict[str, Any], profile: Profile, prep: Any) -> dict[str, Any]:
-    from mnist_lambda import local_stack
-    from mnist_lambda.bench import run as bench
+def _our_start(model_path: Path, memory: int) -> dict[str, Any]:
+    """How our function starts serving ``model_path`` at ``memory`` MB."""
+    memory_args = ["-P", f"{MEMORY_PARAMETER}={memory}"]
+    return {"model_path": model_path, "extra_args": [*NO_STAGE_THROTTLE, *memory_args]}
 
-    cfg = entry["config"]
-    start = dict(entry["start"])
-    start.setdefault("extra_args", [*bench.NO_STAGE_THROTTLE])
-    memory = ["-P", f"MemorySize={memory_mb(profile)}"]
-    start["extra_args"] = [*start["extra_args"], *memory]
-    rows = bench.rows_for(prep.x_test, profile.model_rows)
-    with bench.stacks([cfg], {cfg.name: start}):
-        cfg.upload("rows", rows)
-        cfg.upload("heldout", prep.x_test)
+
+def tutorial_entry(prep: Prepared, work: Path, memory: int) -> ModelEntry:
+    """The tutorial's k-NN in its own task root (its labels are whatever its model says)."""
+    app_dir = prep.tutorial_model.parent
+    return ModelEntry(
+        model=TUTORIAL_MODEL,
+        format="joblib",
+        side=Side("tutorial", work / "m-tutorial", tutorial_object, ".joblib"),
+        start={"app_dir": app_dir, "extra_args": tutorial_start_args(memory)},
+        memory_mb=memory,
+        expected=None,
+        shipped=shipped_bytes(app_dir, [prep.tutorial_model], None),
+    )
+
+
+def our_entry(prep: Prepared, work: Path, memory: int) -> ModelEntry:
+    """Our ``.npz`` model in ``lambda_app/``."""
+    return ModelEntry(
+        model=OUR_MODEL,
+        format="npz",
+        side=Side("npz", work / "m-npz", our_object, ".npz"),
+        start=_our_start(prep.our_model, memory),
+        memory_mb=memory,
+        expected=load_model(prep.our_model),
+        shipped=shipped_bytes(lambda_app_dir(), [prep.our_model], None),
+    )
+
+
+def onnx_entry(name: str, profile: Profile, prep: Prepared, work: Path, memory: int) -> ModelEntry:
+    """Candidate ``name`` fitted on the split and exported to ONNX (parity proven), in
+    ``lambda_app/`` with its runtime's requirements."""
+    options = ModelOptions(n_neighbors=profile.n_neighbors, pca_components=profile.n_components)
+    candidate = candidates.get_candidate(name, options)
+    exported = fit_export.fit_and_export(
+        candidate,
+        prep.split(),
+        work / f"model-{candidate.slug}",
+        cv_scores=[],
+        run_id="bench",
+        data_source=prep.source,
+    )
+    requirements = exported.artifact.with_name(model_requirements.FILE_NAME)
+    return ModelEntry(
+        model=f"{name} (ONNX)",
+        format="onnx",
+        side=Side(name, work / f"m-{candidate.slug}", our_object, ".npz"),
+        start=_our_start(exported.artifact, memory),
+        memory_mb=memory,
+        expected=exported.model,
+        shipped=shipped_bytes(lambda_app_dir(), exported.files, requirements),
+        fit_seconds=exported.report.fit_seconds,
+    )
+
+
+def measure_entry(entry: ModelEntry, profile: Profile, prep: Prepared) -> dict[str, Any]:
+    """Cold starts, warm calls and the held-out rows' answers of one model on its own stack."""
+    side = entry.side
+    with stacks([side], {side.name: entry.start}):
+        side.upload("rows", rows_for(prep.x_test, profile.model_rows))
+        side.upload("heldout", prep.x_test)
         cold = []
         for _ in range(profile.cold_repeats):
-            info = local_stack.redeploy(cfg.state_dir)
-            cfg.info = info
-            call = cfg.call("rows")
-            cold.append(call)
-        warm = [cfg.call("rows") for _ in range(profile.repeats)]
-        answered = cfg.call("heldout")["labels"]
-    expected = entry["expected"]
-    agreement = float(np.mean(answered == expected.predict(prep.x_test))) if expected else None
+            side.redeploy()
+            cold.append(side.call("rows"))
+        warm = [side.call("rows") for _ in range(profile.repeats)]
+        answered = side.call("heldout")["labels"]
+    expected = entry.expected
+    agreement = (
+        float(np.mean(answered == expected.predict(prep.x_test))) if expected is not None else None
+    )
     seconds = [w["seconds"] for w in warm]
+    function_ms = [w["function_ms"] for w in warm if w["function_ms"] is not None]
     return {
-        "model": entry["model"],
-        "format": entry["format"],
-        "memory_mb": memory_mb(profile),
+        "model": entry.model,
+        "format": entry.format,
+        "memory_mb": entry.memory_mb,
         "rows": profile.model_rows,
         "cold_first_response_ms_p50": float(np.median([c["seconds"] for c in cold])) * 1000,
         "cold_init_ms_p50": float(np.median([c["init_ms"] or 0 for c in cold])),
         "all_cold": all(c["cold"] for c in cold),
         "warm_ms_p50": float(np.percentile(seconds, 50)) * 1000,
         "warm_ms_p95": float(np.percentile(seconds, 95)) * 1000,
-        "warm_function_ms_p50": float(
-            np.median([w["function_ms"] for w in warm if w["function_ms"] is not None] or [0])
-        ),
+        "warm_function_ms_p50": float(np.median(function_ms or [0])),
         "accuracy": float(np.mean(answered == prep.y_test)),
         "agreement_with_the_model": agreement,
-        "shipped_bytes": entry["shipped"],
-        "fit_seconds": entry.get("fit_seconds"),
+        "shipped_bytes": entry.shipped,
+        "fit_seconds": entry.fit_seconds,
     }
-
-
-def markdown_table(rows: list[dict[str, Any]]) -> str:
-    """The comparison as a markdown table."""
-    mb = 1024 * 1024
-    lines = [
-        f"| model | cold start (ms, p50) | init (ms) | warm {rows[0]['rows']:,} rows p50 / p95 "
-        "(ms) | accuracy | agreement | shipped MB (requirements + code + model) |",
-        "|---|---:|---:|---:|---:|---:|---|",
-    ]
-    for r in rows:
-        s = r["shipped_bytes"]
-        agreement = r["agreement_with_the_model"]
-        agree = "-" if agreement is None else f"{agreement:.2%}"
-        lines.append(
-            f"| {r['model']} | {r['cold_first_response_ms_p50']:,.0f} | "
-            f"{r['cold_init_ms_p50']:,.0f} | {r['warm_ms_p50']:,.0f} / {r['warm_ms_p95']:,.0f} | "
-            f"{r['accuracy']:.4f} | {agree} | {s['total'] / mb:,.1f} "
-            f"({s['requirements'] / mb:,.1f} + {s['code'] / mb:,.2f} + {s['model'] / mb:,.2f}) |"
-        )
-    return "\n".join(lines)

@@ -15,6 +15,8 @@ from typing import Any
 import numpy as np
 import psutil
 
+from mnist_lambda import local_stack
+
 
 def machine() -> dict[str, Any]:
     """CPU model, cores, memory, Python and numpy BLAS, for the report."""
@@ -55,8 +57,6 @@ def vm_hwm_mb(pid: int) -> float | None:
 
 def function_peak_mb(state_dir: Path) -> float | None:
     """VmHWM of the runtime (the awslambdaric python) under each RIE of the stack; the max."""
-    from mnist_lambda import local_stack
-
     info = local_stack.read(state_dir)
     if info is None:
         return None

@@ -4,10 +4,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-TUTORIAL_MEMORY_MB = 5000
-"""The SAM machine-learning quick-start templates (``sam init --app-template
-ml-apigw-scikit-learn`` and siblings) set ``MemorySize: 5000``; the tutorial's container
-deployment starts from one. An assumption, so the cost is also reported at our memory size."""
+from mnist_lambda.modeling.options import ModelOptions
+from mnist_lambda.tutorial.deployment import TUTORIAL_MEMORY_MB
+
 A, B = "tutorial", "ours"
 
 
@@ -25,8 +24,8 @@ class Profile:
     batch_repeats: int = 1
     batch_blas_threads: tuple[int, ...] = (0,)
     """0: the machine's default BLAS threads per function; 1: one, like one Lambda vCPU."""
-    n_components: int = 40
-    n_neighbors: int = 4
+    n_components: int = ModelOptions().pca_components
+    n_neighbors: int = ModelOptions().n_neighbors
     test_share: float = 0.2
     max_samples: int | None = None
     tutorial_memory_mb: int = TUTORIAL_MEMORY_MB
@@ -39,10 +38,12 @@ class Profile:
 
     @classmethod
     def full(cls) -> Profile:
+        """The profile of the published tables (2-3 minutes)."""
         return cls("full", (1000, 2000, 4000, 10000), 9, 5, 70_000, (1, 2, 4), True, 3, (0, 1))
 
     @classmethod
     def quick(cls) -> Profile:
+        """Few repeats and small sizes, for the tests."""
         return cls(
             "quick", (500, 1000), 2, 1, 6_000, (1, 2), False, max_samples=3000,
             onnx_models=("logistic",), model_rows=500,

@@ -210,7 +210,7 @@ def stage_app(app_dir: Path, dest: Path, python: Python, model_path: Path | None
 
 SETUP_REQUIREMENTS = (
     "lambda_app/requirements.txt",  # what ships
-    "src/mnist_lambda/bench/tutorial_app/requirements.txt",  # the benchmark's tutorial image
+    "src/mnist_lambda/tutorial/app/requirements.txt",  # the tutorial's image (bench, tune)
 )
 
 

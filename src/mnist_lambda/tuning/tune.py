@@ -41,9 +41,8 @@ from tqdm import tqdm
 
 from mnist_lambda import local_stack, storage
 from mnist_lambda.aws_limits import check_memory_size
+from mnist_lambda.bench.prepare import rows_for
 from mnist_lambda.bench.probes import machine
-from mnist_lambda.bench.profile import TUTORIAL_MEMORY_MB
-from mnist_lambda.bench.run import rows_for
 from mnist_lambda.modeling.options import ModelOptions
 from mnist_lambda.modeling.sampling import SPLIT_FILES, Split
 from mnist_lambda.paths import outputs_dir
@@ -54,6 +53,7 @@ from mnist_lambda.tuning import recommend as rules
 from mnist_lambda.tuning import report, sweep, variants
 from mnist_lambda.tuning.traffic import report as traffic_report
 from mnist_lambda.tuning.traffic import run as traffic
+from mnist_lambda.tutorial.deployment import TUTORIAL_MEMORY_MB
 from mnist_serving.loading import default_model_path, load_model
 from mnist_serving.model import file_sha256
 

@@ -2,7 +2,7 @@
 
 Each is what :func:`mnist_lambda.local_stack.start` needs to serve it, the request object it
 reads from S3 and the labels its model gives in-process (what every answer must equal). The
-tutorial's is built as ``mnist-lambda bench`` builds it (:mod:`mnist_lambda.bench.run`).
+tutorial's is built as ``mnist-lambda bench`` builds it (:mod:`mnist_lambda.tutorial`).
 """
 
 from __future__ import annotations
@@ -15,6 +15,13 @@ import numpy as np
 
 from mnist_lambda.deploy.s3_data import npy_bytes
 from mnist_lambda.modeling.options import ModelOptions
+from mnist_lambda.tutorial.deployment import (
+    NO_STAGE_THROTTLE,
+    TUTORIAL_MEMORY_MB,
+    tutorial_start_args,
+    tutorial_task_root,
+)
+from mnist_lambda.tutorial.model import fit_tutorial_model, tutorial_labels, tutorial_object
 from mnist_serving.loading import load_model
 
 OURS, TUTORIAL = "ours", "tutorial"
@@ -36,9 +43,6 @@ class Variant:
 
 def ours(model_path: Path, pixels: np.ndarray) -> Variant:
     """Our function (``lambda_app/``) serving ``model_path``; the rows as plain ``.npy``."""
-    # in the function: bench is reworked now; its deployment helpers move to a module of their own
-    from mnist_lambda.bench.run import NO_STAGE_THROTTLE
-
     pixels = np.ascontiguousarray(pixels, dtype=np.uint8)
     return Variant(
         name=OURS,
@@ -59,21 +63,15 @@ def tutorial(
 ) -> Variant:
     """The tutorial's function (scikit-learn k-NN on raw pixels, joblib'd) in ``work``, fitted on
     ``x_train``; the rows as a joblib'd float64 DataFrame, as its client sent them."""
-    import pandas as pd  # lazy: slow to import, and only the tutorial's variant needs it
-
-    # in the function: bench is reworked now; the tutorial's deployment moves out of it
-    from mnist_lambda.bench import run as bench
-    from mnist_lambda.bench.profile import TUTORIAL_MEMORY_MB
-
-    knn = bench.fit_tutorial_model(x_train, y_train, n_neighbors)
-    app_dir = bench.tutorial_task_root(knn, Path(work))
-    serve_args = bench.tutorial_start_args(TUTORIAL_MEMORY_MB)  # MemorySize set per setting
+    knn = fit_tutorial_model(x_train, y_train, n_neighbors)
+    app_dir = tutorial_task_root(knn, Path(work))
+    serve_args = tutorial_start_args(TUTORIAL_MEMORY_MB)  # MemorySize set per setting
     return Variant(
         name=TUTORIAL,
         start_kwargs={"app_dir": app_dir, "extra_args": serve_args},
         key=f"tune/rows-{len(pixels)}.joblib",
-        body=bench.tutorial_object(pixels),
-        expected=np.asarray(knn.predict(pd.DataFrame(pixels.astype(np.float64)))),
-        description="the tutorial's handler (bench/tutorial_app): joblib k-NN with scikit-learn "
+        body=tutorial_object(pixels),
+        expected=tutorial_labels(knn, pixels),
+        description="the tutorial's handler (tutorial/app): joblib k-NN with scikit-learn "
         f"and pandas, fitted on {len(x_train):,} rows; joblib'd float64 DataFrame objects",
     )

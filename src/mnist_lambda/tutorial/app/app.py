@@ -1,11 +1,12 @@
-"""The tutorial's Lambda handler, reproduced for ``mnist-lambda bench`` ONLY. Never deploy it.
+"""The tutorial's Lambda handler, reproduced for ``mnist-lambda bench`` and ``tune`` ONLY.
+Never deploy it.
 
 It does what the tutorial's function did: import pandas and scikit-learn, ``joblib.load`` a
 k-NN model at start-up, download the S3 object the caller names and ``joblib.load`` it (a
 pickled pandas DataFrame of float64 pixels), predict, answer a JSON list. Unpickling an object a
-caller chose runs code that caller chose: this is why it lives under ``src/mnist_lambda/bench/``
-and is copied into a temporary folder at bench time, and is not (and must never be) in
-``lambda_app/``.
+caller chose runs code that caller chose: this is why it lives under
+``src/mnist_lambda/tutorial/app/`` and is copied into a temporary folder for a comparison, and is
+not (and must never be) in ``lambda_app/``.
 """
 
 import json
