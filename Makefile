@@ -1,5 +1,5 @@
 # The two commands a new user needs: `make run` and `make test`. Both set up .venv/ first.
-.PHONY: setup run test lint serve clean
+.PHONY: setup run test test-fast lint serve clean
 
 setup: .venv/.installed
 
@@ -11,8 +11,11 @@ setup: .venv/.installed
 run: setup  ## the whole pipeline on the embedded local defaults
 	.venv/bin/mnist-lambda run
 
-test: setup  ## every test, end to end included
+test: setup  ## every test: unit, component and end to end (Docker ones too where an engine runs)
 	.venv/bin/pytest
+
+test-fast: setup  ## the unit tests only, for the edit loop (well under a minute)
+	.venv/bin/pytest tests/unit -q
 
 lint: setup  ## every hook of .pre-commit-config.yaml over every file (offline, check only)
 	.venv/bin/python scripts/lint.py

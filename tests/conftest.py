@@ -77,8 +77,20 @@ def pytest_report_header(config: pytest.Config) -> str:
 DOCKER_SKIP_REASON = "needs a Docker engine"
 
 
+TIERS = ("unit", "component", "e2e")
+"""The tests by cost, one folder each: ``unit`` (no server, no network, no tool process),
+``component`` (one real server or tool), ``e2e`` (the whole stack, Docker, the notebooks)."""
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Tests marked ``docker`` skip, with one reason, where no Docker engine answers."""
+    """Each test gets its folder's tier as a marker; tests marked ``docker`` skip, with one
+    reason, where no Docker engine answers."""
+    tests_dir = Path(__file__).parent
+    for item in items:
+        tier = Path(item.fspath).relative_to(tests_dir).parts[0]
+        if tier not in TIERS:
+            raise pytest.UsageError(f"{item.nodeid}: a test lives in one of tests/{TIERS}")
+        item.add_marker(getattr(pytest.mark, tier))
     docker_tests = [item for item in items if item.get_closest_marker("docker")]
     if not docker_tests:
         return

@@ -65,7 +65,6 @@ def trained_run(tmp_path_factory, mnist_source) -> Path:
     return out
 
 
-@pytest.mark.e2e
 def test_run_writes_the_whole_record(trained_run: Path, mnist_source, mnist_xy) -> None:
     metrics = json.loads((trained_run / "metrics.json").read_text())
     assert metrics["run_id"] == "run-a"
@@ -98,7 +97,6 @@ def test_run_writes_the_whole_record(trained_run: Path, mnist_source, mnist_xy) 
     assert not list(trained_run.rglob("*.partial.ipynb"))  # papermill output renamed into place
 
 
-@pytest.mark.e2e
 def test_run_states_what_it_did(trained_run: Path) -> None:
     from mnist_lambda.pipeline import report
 
@@ -126,7 +124,6 @@ def test_fallback_to_the_sample_is_a_warning(tmp_path: Path) -> None:
     assert report.fallback_warning(tmp_path) == ""
 
 
-@pytest.mark.e2e
 def test_run_json_repeats_the_run_exactly(trained_run: Path, tmp_path: Path) -> None:
     """``run --from run.json``: every parameter on record, defaults included; the same run."""
     recorded = json.loads((trained_run / "run.json").read_text())["effective_parameters"]
@@ -155,7 +152,6 @@ def test_run_json_repeats_the_run_exactly(trained_run: Path, tmp_path: Path) -> 
     assert first["serving"]["cv_scores"] == second["serving"]["cv_scores"]
 
 
-@pytest.mark.e2e
 def test_manifest_describes_the_artifact(trained_run: Path) -> None:
     from mnist_serving.model import file_sha256, load
 
@@ -170,7 +166,6 @@ def test_manifest_describes_the_artifact(trained_run: Path) -> None:
     assert load(model_dir / "model.npz").n_neighbors == 4
 
 
-@pytest.mark.e2e
 def test_same_parameters_give_the_same_model(
     trained_run: Path, tmp_path: Path, mnist_source, mnist_xy
 ) -> None:
@@ -259,7 +254,6 @@ def full_run(tmp_path_factory, mnist_source) -> Path:
     return out
 
 
-@pytest.mark.e2e
 def test_endpoint_agrees_with_the_notebook(full_run: Path) -> None:
     metrics = json.loads((full_run / "metrics.json").read_text())
     ep = metrics["endpoint"]
@@ -280,7 +274,6 @@ def test_endpoint_agrees_with_the_notebook(full_run: Path) -> None:
     assert run["steps"] == ["sample", "train", "upload", "deploy", "evaluate"]
 
 
-@pytest.mark.e2e
 def test_the_report_shows_the_memory_sweep_and_the_traffic_what_if(full_run: Path) -> None:
     metrics = json.loads((full_run / "metrics.json").read_text())
     rec = metrics["tune"]["recommendation"]
@@ -302,7 +295,6 @@ def test_the_report_shows_the_memory_sweep_and_the_traffic_what_if(full_run: Pat
     assert report.count("data:image/png;base64") >= 2
 
 
-@pytest.mark.e2e
 def test_run_stops_the_local_stack(full_run: Path) -> None:
     from mnist_lambda import local_stack
 
@@ -312,7 +304,7 @@ def test_run_stops_the_local_stack(full_run: Path) -> None:
 
 
 USER_MODEL = "user_candidates:scaled_logistic"
-"""An estimator defined in the test suite (tests/unit/user_candidates.py), as a user's own."""
+"""An estimator defined in the test suite (tests/user_candidates.py), as a user's own."""
 
 
 @pytest.fixture(scope="module")
@@ -320,7 +312,7 @@ def onnx_run(tmp_path_factory, mnist_source) -> Path:
     """All five notebooks with an ONNX serving model: the user's own estimator, compared with
     the built-in logistic regression; no tuning sweep."""
     out = tmp_path_factory.mktemp("onnx") / "run-onnx"
-    user_module_dir = str(ROOT / "tests" / "unit")  # importable by the notebooks' kernel
+    user_module_dir = str(ROOT / "tests")  # importable by the notebooks' kernel
     run_pipeline(
         out,
         env={**os.environ, "PYTHONPATH": user_module_dir},
@@ -336,7 +328,6 @@ def onnx_run(tmp_path_factory, mnist_source) -> Path:
     return out
 
 
-@pytest.mark.e2e
 def test_an_onnx_model_ships_and_the_endpoint_agrees(onnx_run: Path) -> None:
     metrics = json.loads((onnx_run / "metrics.json").read_text())
     assert metrics["endpoint"]["agreement"] == 1.0

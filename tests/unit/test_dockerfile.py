@@ -129,7 +129,7 @@ def test_cmd_is_the_handler():
         ".tools/bin/poetry",
         "notebooks/01_train.ipynb",
         "outputs/run-1/model.npz",
-        "tests/handler/test_handler.py",
+        "tests/component/handler/test_handler.py",
         "src/mnist_lambda/cli.py",
         "pyproject.toml",
         "poetry.lock",

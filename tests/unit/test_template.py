@@ -1,21 +1,17 @@
-"""template_no_auth.yaml: it lints (cfn-lint, sam validate --lint, offline) and says what we
-mean: least-privilege S3 read, a timeout under API Gateway's, throttling, a working URL."""
+"""template_no_auth.yaml says what we mean: least-privilege S3 read, a timeout under API
+Gateway's, throttling, a working URL (that it lints: tests/component/test_template_lint.py)."""
 
 from __future__ import annotations
 
 import re
-import subprocess
-import sys
-from pathlib import Path
 from typing import Any
 
 import pytest
-from offline_tools import load_cfn, no_network_env
+from offline_tools import load_cfn
 from repo_paths import ROOT, TEMPLATE
 
 from mnist_lambda.aws_limits import API_GATEWAY_TIMEOUT_S
 
-BIN = Path(sys.executable).parent
 PSEUDO_PARAMETERS = {"AWS::Partition", "AWS::Region", "AWS::URLSuffix", "AWS::AccountId"}
 
 
@@ -29,45 +25,6 @@ def function(template) -> dict[str, Any]:
     resource = template["Resources"]["PredictFunction"]
     assert resource["Type"] == "AWS::Serverless::Function"
     return resource
-
-
-def offline_env(tmp_path: Path) -> dict[str, str]:
-    """Dummy AWS settings, no telemetry, and proxies that lead nowhere: nothing leaves."""
-    env = no_network_env(tmp_path)
-    env.update(
-        AWS_DEFAULT_REGION="us-east-1",
-        AWS_ACCESS_KEY_ID="testing",
-        AWS_SECRET_ACCESS_KEY="testing",
-        AWS_CONFIG_FILE=str(tmp_path / "config"),
-        AWS_SHARED_CREDENTIALS_FILE=str(tmp_path / "credentials"),
-        AWS_EC2_METADATA_DISABLED="true",
-        SAM_CLI_TELEMETRY="0",
-    )
-    return env
-
-
-def test_cfn_lint_passes(tmp_path):
-    result = subprocess.run(
-        [str(BIN / "cfn-lint"), str(TEMPLATE)],
-        env=offline_env(tmp_path),
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert result.returncode == 0, result.stdout + result.stderr
-
-
-def test_sam_validate_lint_passes_offline(tmp_path):
-    result = subprocess.run(
-        [str(BIN / "sam"), "validate", "--lint", "-t", str(TEMPLATE)],
-        env=offline_env(tmp_path),
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert result.returncode == 0, result.stdout + result.stderr
-    assert "is a valid SAM Template" in result.stdout + result.stderr
 
 
 def test_parameters_and_defaults(template):

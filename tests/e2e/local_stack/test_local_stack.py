@@ -288,7 +288,6 @@ def _real_app_skip_reason(model_path: Path) -> str | None:
     return None
 
 
-@pytest.mark.e2e
 def test_real_lambda_app_behind_the_stack(tmp_path: Path, request: pytest.FixtureRequest) -> None:
     """The real lambda_app/lambda_predict.py and template_no_auth.yaml, if they exist yet."""
     for name in ("lambda_app/lambda_predict.py", "template_no_auth.yaml"):
@@ -333,7 +332,6 @@ def _memory_limit_mb(pid: int) -> float:
     raise AssertionError(f"process {pid} is in no memory cgroup")
 
 
-@pytest.mark.e2e
 def test_memory_size_reaches_the_environment_on_the_local_target(
     tmp_path: Path, small_model_path: Path
 ) -> None:

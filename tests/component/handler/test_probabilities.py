@@ -2,7 +2,7 @@
 400s of a bad value, the 413 of an answer over Lambda's response limit, the time budget.
 
 The handler runs in-process as Lambda calls it, with S3 served over HTTP by moto on 127.0.0.1.
-The same requests through the local stack are in tests/local_stack/test_hostile_inputs.py.
+The same requests through the local stack are in tests/e2e/local_stack/test_hostile_inputs.py.
 """
 
 from __future__ import annotations

@@ -34,7 +34,7 @@ from repo_paths import ROOT
 from mnist_lambda import local_stack
 from mnist_lambda.local_stack import procs
 
-pytestmark = [pytest.mark.e2e, pytest.mark.timeout(240)]
+pytestmark = pytest.mark.timeout(240)
 
 SURVIVED: dict[str, Any] = {}
 

@@ -26,7 +26,7 @@ from reliability_run import LONG, PROFILE, write_figures
 from mnist_lambda import local_stack
 from mnist_lambda.client import Client, EndpointError
 
-pytestmark = [pytest.mark.e2e, pytest.mark.timeout(900 if LONG else 240)]
+pytestmark = pytest.mark.timeout(900 if LONG else 240)
 
 INSTANCES = 4
 LEVELS = {1: 60, 4: 150, 8: 150}

@@ -27,7 +27,7 @@ from mnist_lambda.local_stack import procs
 from mnist_lambda.local_stack.protocol import make_s3_client
 from mnist_lambda.local_stack.task_root import read_dockerfile
 
-pytestmark = [pytest.mark.timeout(300), pytest.mark.e2e]
+pytestmark = pytest.mark.timeout(300)
 
 IS_ROOT = os.geteuid() == 0
 

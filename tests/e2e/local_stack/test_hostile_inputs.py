@@ -21,7 +21,7 @@ from real_stack import PREFIX, npy_bytes, predict, real_stack
 
 from mnist_lambda import local_stack
 
-pytestmark = [pytest.mark.e2e, pytest.mark.timeout(180)]
+pytestmark = pytest.mark.timeout(180)
 
 MAX_OBJECT_BYTES = 200_000
 """The stack's MaxObjectBytes here, so "too large" needs only a small object."""

@@ -15,7 +15,7 @@ from repo_paths import ROOT
 from mnist_lambda import local_stack
 from mnist_lambda.image import docker_engine, sam_local
 
-pytestmark = [pytest.mark.docker, pytest.mark.e2e, pytest.mark.timeout(1800)]
+pytestmark = [pytest.mark.docker, pytest.mark.timeout(1800)]
 
 MEMORY_MB = 1024
 

@@ -119,7 +119,6 @@ def test_duration_follows_the_cpu_share(
     assert 1.5 < second[0] < 2.6, (first, second)
 
 
-@pytest.mark.e2e
 def test_cli_sweeps_the_tutorial_too_and_applies(
     tmp_path: Path, small_model_path: Path, mnist_xy, capsys
 ) -> None:

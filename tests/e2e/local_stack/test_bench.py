@@ -46,7 +46,6 @@ def test_objects_and_rows():
     assert len(tutorial_object(x)) > 8 * 3 * 784
 
 
-@pytest.mark.e2e
 def test_quick_bench_end_to_end(tmp_path, mnist_source):
     profile = Profile.quick()
     profile.batch_instances = (1, 2)

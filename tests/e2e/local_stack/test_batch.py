@@ -505,7 +505,6 @@ def stack(tmp_path_factory, small_model_path):
         local_stack.stop(state)
 
 
-@pytest.mark.e2e
 def test_batch_with_output_key_through_the_local_stack(stack, mnist_xy, small_model_path):
     from mnist_lambda import local_stack
 
@@ -530,7 +529,6 @@ def test_batch_with_output_key_through_the_local_stack(stack, mnist_xy, small_mo
     assert not [o["Key"] for o in leftovers if o["Key"].startswith(("batch/", "predictions/"))]
 
 
-@pytest.mark.e2e
 def test_output_key_statuses_through_the_local_stack(stack, mnist_xy):
     from mnist_lambda import local_stack
 
@@ -555,7 +553,6 @@ def test_output_key_statuses_through_the_local_stack(stack, mnist_xy):
         assert response.status == 400, (bad, response.body)
 
 
-@pytest.mark.e2e
 @pytest.mark.parametrize("output_prefix", [None, "predictions/"], ids=["body", "npz"])
 def test_batch_of_probabilities_through_the_local_stack(
     stack, mnist_xy, small_model_path, tmp_path, output_prefix
@@ -605,7 +602,6 @@ def test_batch_of_probabilities_through_the_local_stack(
     np.testing.assert_allclose(again.probabilities, result.probabilities, rtol=0, atol=1e-6)
 
 
-@pytest.mark.e2e
 def test_probabilities_from_the_client_through_the_local_stack(stack, mnist_xy, small_model_path):
     from mnist_lambda import local_stack
 
@@ -633,7 +629,6 @@ def test_probabilities_from_the_client_through_the_local_stack(stack, mnist_xy, 
     assert npy.status == 400 and ".json or .npz" in npy.body["error"]["message"]
 
 
-@pytest.mark.e2e
 def test_predict_batch_cli(stack, mnist_xy, small_model_path, tmp_path, capsys):
     state, _ = stack
     x, _ = mnist_xy
@@ -651,7 +646,6 @@ def test_predict_batch_cli(stack, mnist_xy, small_model_path, tmp_path, capsys):
     assert Path(summary["output"]) == out
 
 
-@pytest.mark.e2e
 def test_predict_batch_cli_with_probabilities(stack, mnist_xy, small_model_path, tmp_path, capsys):
     state, _ = stack
     x, _ = mnist_xy
@@ -732,7 +726,6 @@ def _settled_posts(state: Path, seconds: float = 0.5) -> int:
     return count
 
 
-@pytest.mark.e2e
 def test_predict_batch_killed_and_run_again_resumes(stack, mnist_xy, small_model_path, tmp_path):
     state, _ = stack
     x, _ = mnist_xy

@@ -19,7 +19,7 @@ from mnist_lambda import local_stack
 from mnist_lambda.tuning.traffic import run
 from mnist_lambda.tuning.traffic.arrivals import arrival_times
 
-pytestmark = [pytest.mark.e2e, pytest.mark.timeout(180)]
+pytestmark = pytest.mark.timeout(180)
 
 KEY = PREFIX + "traffic.npy"
 SEED = 0

@@ -295,7 +295,6 @@ CHECKS = [
 ]
 
 
-@pytest.mark.e2e
 @pytest.mark.parametrize("mode", [GenerationMode.POSITIVE, GenerationMode.NEGATIVE])
 def test_schemathesis_against_the_running_stack(stack, rows, small_model_path, mode) -> None:
     schema = schemathesis.openapi.from_path(OPENAPI)
