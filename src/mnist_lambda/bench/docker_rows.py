@@ -113,15 +113,8 @@ def served(
 ) -> Iterator[Client]:
     """``sam local start-api`` on ``project`` (a new container, made at start) and a client on
     it (no retries: a benchmark counts failures); stopped on the way out."""
-    env_vars = sam_local.write_env_vars(project, stack.s3_url)
     try:
-        api = sam_local.start_api(
-            project,
-            parameters=parameters,
-            env_vars=env_vars,
-            credentials=stack.function_credentials,
-            region=stack.region,
-        )
+        api = sam_local.start_api_on_stack(project, stack, parameters)
         with Client(api.predict_url, max_attempts=1, timeout_s=120) as client:
             yield client
     finally:

@@ -139,14 +139,7 @@ def _deploy_sam_local(run_dir: Path, model_path: Path, parameters: dict[str, Any
         )
     project = sam_local.stage_project(run_dir / SAM_PROJECT_DIR, model_path.resolve())
     sam_local.sam_build(project, echo=True)
-    env_vars = sam_local.write_env_vars(project, info.s3_url)
-    api = sam_local.start_api(
-        project,
-        parameters=parameters,
-        env_vars=env_vars,
-        credentials=info.function_credentials,
-        region=info.region,
-    )
+    api = sam_local.start_api_on_stack(project, info, parameters)
     print(f"sam local start-api (pid {api.pid}), log {api.log_file}", flush=True)
     memory_mb = int(parameters[MEMORY_PARAMETER] or local_stack.template_memory_mb())
     return Deployment("sam-local", api.predict_url, memory_mb, info.region, "sam-local", 1)

@@ -38,7 +38,7 @@ from typing import Any
 import psutil
 
 from mnist_lambda.image import base, build, docker_engine
-from mnist_lambda.local_stack import procs
+from mnist_lambda.local_stack import StackInfo, procs
 from mnist_lambda.paths import project_root
 from mnist_lambda.storage import atomic_write_json, atomic_write_text
 from mnist_lambda.template import FUNCTION_ID, TEMPLATE_NAME, template_path
@@ -274,6 +274,21 @@ def start_api(
             raise SamLocalError(f"`sam local start-api` {why} while starting; {log_file}:\n{tail}")
         time.sleep(0.2)
     return api
+
+
+def start_api_on_stack(
+    project: Path, stack: StackInfo, parameters: Mapping[str, Any], **kwargs: Any
+) -> LocalApi:
+    """:func:`start_api` with the function reading ``stack``'s S3 (its endpoint in the
+    ``--env-vars`` file) as the function principal (its keys, its region)."""
+    return start_api(
+        project,
+        parameters=parameters,
+        env_vars=write_env_vars(project, stack.s3_url),
+        credentials=stack.function_credentials,
+        region=stack.region,
+        **kwargs,
+    )
 
 
 def stop_api(project: Path, timeout: float = 30) -> bool:
