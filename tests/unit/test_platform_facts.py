@@ -3,15 +3,27 @@ import the project, so ``lambda_app/`` keeps copies of the two it needs, proven 
 
 from __future__ import annotations
 
+import ast
+from pathlib import Path
+
 import pytest
+from repo_paths import LAMBDA_APP
 
 from mnist_lambda import aws_limits
 
 
-def test_the_handlers_response_limit_is_lambdas() -> None:
-    import lambda_predict
+def _module_constant(path: Path, name: str) -> object:
+    """``name``'s value in ``path``, read without importing it (the handler loads its model at
+    import, and a fresh clone has none)."""
+    for node in ast.parse(path.read_text(encoding="utf-8")).body:
+        if isinstance(node, ast.Assign) and [t.id for t in node.targets] == [name]:
+            return ast.literal_eval(node.value)
+    raise AssertionError(f"{path} assigns no {name}")
 
-    assert lambda_predict.RESPONSE_LIMIT_BYTES == aws_limits.LAMBDA_RESPONSE_BYTES == 6_291_556
+
+def test_the_handlers_response_limit_is_lambdas() -> None:
+    limit = _module_constant(LAMBDA_APP / "lambda_predict.py", "RESPONSE_LIMIT_BYTES")
+    assert limit == aws_limits.LAMBDA_RESPONSE_BYTES == 6_291_556
 
 
 def test_the_onnx_runtimes_vcpu_memory_is_lambdas() -> None:
