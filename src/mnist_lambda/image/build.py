@@ -17,6 +17,7 @@ from pathlib import Path
 from mnist_lambda.image import base, docker_engine
 from mnist_lambda.local_stack import task_root
 from mnist_lambda.paths import lambda_app_dir, project_root
+from mnist_serving.loading import default_model_path
 
 CONTEXT_FILES = ("Dockerfile", ".dockerignore")
 
@@ -29,7 +30,7 @@ def stage_context(dest: Path, model_path: Path | None = None) -> Path:
     dest.mkdir(parents=True)
     for name in CONTEXT_FILES:
         shutil.copy2(root / name, dest / name)
-    ignore = shutil.ignore_patterns("__pycache__", "*.pyc", ".ipynb_checkpoints", "*.tmp", "model")
+    ignore = shutil.ignore_patterns(*task_root.app_ignore_patterns(), "model")
     shutil.copytree(lambda_app_dir(), dest / "lambda_app", ignore=ignore)
     if model_path is None:
         model_path = _default_model(lambda_app_dir() / "model")
@@ -38,13 +39,14 @@ def stage_context(dest: Path, model_path: Path | None = None) -> Path:
 
 
 def _default_model(model_dir: Path) -> Path:
-    found = sorted(p for p in model_dir.glob("model.*") if p.suffix in (".npz", ".onnx"))
-    if not found:
+    """The model the handler would serve from ``model_dir`` (its own rule), which must exist."""
+    path = default_model_path(model_dir)
+    if not path.is_file():
         raise FileNotFoundError(
             f"no trained model in {model_dir}: run the train step first "
             "(`mnist-lambda run --steps sample,train`)"
         )
-    return found[0]
+    return path
 
 
 @dataclass(frozen=True)

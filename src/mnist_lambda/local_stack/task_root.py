@@ -183,6 +183,12 @@ def build(
     return Build(python, runtime, deps, recipe.python_version)
 
 
+def app_ignore_patterns() -> list[str]:
+    """The ``lambda_app/**/`` patterns of ``.dockerignore``: what no copy of the app takes."""
+    lines = (line.strip() for line in (project_root() / ".dockerignore").read_text().split("\n"))
+    return [ln[14:] for ln in lines if ln.startswith("lambda_app/**/")]  # as Docker would
+
+
 def stage_model(model_dir: Path, model_path: Path) -> None:
     """``model_dir`` (made anew) holds ``model_path`` and the files that travel with it: its
     ``manifest.json`` and ``model-requirements.txt``, when they are beside it."""
@@ -198,9 +204,7 @@ def stage_app(app_dir: Path, dest: Path, python: Python, model_path: Path | None
     """Copy ``app_dir`` to ``dest`` as ``COPY lambda_app/`` would (modes kept), byte-compile it.
     ``model_path`` (with the ``manifest.json`` and model requirements beside it) replaces
     ``model/``."""
-    lines = (line.strip() for line in (project_root() / ".dockerignore").read_text().split("\n"))
-    ignored = [ln[14:] for ln in lines if ln.startswith("lambda_app/**/")]  # as Docker would
-    shutil.copytree(app_dir, dest, ignore=shutil.ignore_patterns(*ignored))
+    shutil.copytree(app_dir, dest, ignore=shutil.ignore_patterns(*app_ignore_patterns()))
     if model_path is not None:
         stage_model(dest / "model", Path(model_path))
     subprocess.run([python.executable, "-m", "compileall", "-q", str(dest)], check=False)
