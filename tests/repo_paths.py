@@ -10,3 +10,7 @@ EVENTS_DIR = ROOT / "events"
 LAMBDA_APP = ROOT / "lambda_app"
 OPENAPI = ROOT / "openapi" / "predict.yaml"
 TEMPLATE = ROOT / "template_no_auth.yaml"
+AUTH_TEMPLATE = ROOT / "template.yaml"
+"""The authenticated deployment, generated from TEMPLATE (mnist_lambda.template.auth)."""
+AUTH_OPENAPI = ROOT / "openapi" / "predict_auth.yaml"
+TEMPLATES = (TEMPLATE, AUTH_TEMPLATE)

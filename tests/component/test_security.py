@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 from offline_tools import load_cfn, no_network_env
-from repo_paths import LAMBDA_APP, OPENAPI, ROOT, TEMPLATE
+from repo_paths import AUTH_OPENAPI, LAMBDA_APP, OPENAPI, ROOT, TEMPLATE, TEMPLATES
 
 from mnist_lambda.modeling import model_requirements
 
@@ -58,8 +58,9 @@ def run_checkov(tmp_path: Path, path: Path, framework: str) -> dict[str, Any]:
     return report[0] if isinstance(report, list) else report
 
 
-def test_checkov_template_has_no_unexplained_findings(tmp_path: Path) -> None:
-    report = run_checkov(tmp_path, TEMPLATE, "cloudformation")
+@pytest.mark.parametrize("template", TEMPLATES, ids=lambda p: p.name)
+def test_checkov_template_has_no_unexplained_findings(tmp_path: Path, template: Path) -> None:
+    report = run_checkov(tmp_path, template, "cloudformation")
     results = report["results"]
     failed = [(c["check_id"], c["check_name"], c["resource"]) for c in results["failed_checks"]]
     assert not failed, f"checkov findings to fix or explain: {failed}"
@@ -78,6 +79,17 @@ def test_checkov_openapi_has_no_unexplained_findings(tmp_path: Path) -> None:
     report = run_checkov(tmp_path, OPENAPI, "openapi")
     failed = {c["check_id"] for c in report["results"]["failed_checks"]}
     assert failed <= set(ACCEPTED_OPENAPI_FINDINGS), failed - set(ACCEPTED_OPENAPI_FINDINGS)
+
+
+def test_checkov_openapi_with_auth_secures_the_operation(tmp_path: Path) -> None:
+    """template.yaml's definition: the one operation declares its security (CKV_OPENAPI_5
+    passes); the document-wide default (CKV_OPENAPI_4) is not set, because API Gateway applies
+    the operation's, and there is no other operation."""
+    report = run_checkov(tmp_path, AUTH_OPENAPI, "openapi")
+    failed = {c["check_id"] for c in report["results"]["failed_checks"]}
+    passed = {c["check_id"] for c in report["results"]["passed_checks"]}
+    assert failed <= {"CKV_OPENAPI_4"}, failed
+    assert "CKV_OPENAPI_5" in passed
 
 
 def _statements() -> list[dict[str, Any]]:

@@ -1,5 +1,5 @@
-"""template_no_auth.yaml through the real tools, offline: cfn-lint and `sam validate --lint`
-(each a process; the template's own assertions are tests/unit/test_template.py)."""
+"""template_no_auth.yaml and template.yaml (with auth) through the real tools, offline: cfn-lint
+and `sam validate --lint` (each a process; the templates' own assertions are tests/unit)."""
 
 from __future__ import annotations
 
@@ -7,8 +7,9 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from offline_tools import no_network_env
-from repo_paths import ROOT, TEMPLATE
+from repo_paths import ROOT, TEMPLATES
 
 BIN = Path(sys.executable).parent
 
@@ -28,9 +29,10 @@ def offline_env(tmp_path: Path) -> dict[str, str]:
     return env
 
 
-def test_cfn_lint_passes(tmp_path):
+@pytest.mark.parametrize("template", TEMPLATES, ids=lambda p: p.name)
+def test_cfn_lint_passes(tmp_path, template):
     result = subprocess.run(
-        [str(BIN / "cfn-lint"), str(TEMPLATE)],
+        [str(BIN / "cfn-lint"), str(template)],
         env=offline_env(tmp_path),
         capture_output=True,
         text=True,
@@ -39,9 +41,10 @@ def test_cfn_lint_passes(tmp_path):
     assert result.returncode == 0, result.stdout + result.stderr
 
 
-def test_sam_validate_lint_passes_offline(tmp_path):
+@pytest.mark.parametrize("template", TEMPLATES, ids=lambda p: p.name)
+def test_sam_validate_lint_passes_offline(tmp_path, template):
     result = subprocess.run(
-        [str(BIN / "sam"), "validate", "--lint", "-t", str(TEMPLATE)],
+        [str(BIN / "sam"), "validate", "--lint", "-t", str(template)],
         env=offline_env(tmp_path),
         cwd=ROOT,
         capture_output=True,

@@ -27,6 +27,8 @@ from mnist_lambda.template import FUNCTION_ID
 from mnist_lambda.template import template_path as project_template
 
 IMPLICIT_API = "ServerlessRestApi"
+SERVERLESS_API = "AWS::Serverless::Api"
+AUTH_NONE, AUTH_IAM, AUTH_API_KEY = "NONE", "AWS_IAM", "API_KEY"
 IMPLICIT_STAGE = "Prod"  # the stage SAM gives the implicit API
 DEFAULT_HANDLER = "lambda_predict.lambda_handler"
 ACCOUNT_ID = "123456789012"
@@ -113,6 +115,10 @@ class _Resolver:
         }
 
     def ref(self, name: Any) -> Any:
+        api, _, attribute = str(name).partition(".")
+        if attribute == "Stage" and self.resources.get(api, {}).get("Type") == SERVERLESS_API:
+            stage = (self.resources[api].get("Properties") or {}).get("StageName")
+            return _scalar_str(self.resolve(stage)) if stage is not None else IMPLICIT_STAGE
         if name not in self.names:
             raise TemplateError(f"Ref to unknown name {name!r}")
         return self.names[name]
@@ -180,6 +186,7 @@ class Route:
     function: str
     stage: str
     api: str
+    auth: str = AUTH_NONE  # AUTH_NONE, AUTH_IAM (SigV4) or AUTH_API_KEY (x-api-key)
 
     def match(self, path: str) -> dict[str, str] | None:
         """The path parameters if ``path`` (without the stage) is this route's resource."""
@@ -202,6 +209,20 @@ class Throttle:
 
 
 @dataclass(frozen=True)
+class UsagePlan:
+    """An ``AWS::ApiGateway::UsagePlan`` on one API stage: its per-key throttle and quota, and
+    the ``AWS::ApiGateway::ApiKey`` logical ids that its ``UsagePlanKey`` resources bind."""
+
+    name: str
+    api: str
+    stage: str
+    throttle: Throttle | None = None
+    quota_limit: int | None = None
+    quota_period: str | None = None  # DAY, WEEK or MONTH
+    api_keys: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
 class StackSpec:
     """Functions and routes found in a template, intrinsics resolved."""
 
@@ -212,6 +233,7 @@ class StackSpec:
     # API logical id -> its OpenAPI definition (if any), its stage-wide throttle (if any)
     definitions: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
     throttling: Mapping[str, Throttle] = field(default_factory=dict)
+    usage_plans: tuple[UsagePlan, ...] = ()
 
     @property
     def stages(self) -> tuple[str, ...]:
@@ -284,7 +306,7 @@ def load_stack_spec(
     apis = {
         logical_id: _read_api(res, globals_.get("Api") or {}, resolver, template_path.parent)
         for logical_id, res in resources.items()
-        if res.get("Type") == "AWS::Serverless::Api"
+        if res.get("Type") == SERVERLESS_API
     }
     functions: dict[str, FunctionSpec] = {}
     routes: list[Route] = []
@@ -300,7 +322,7 @@ def load_stack_spec(
                 warnings.append(f"{logical_id}.{event_id}: {event.get('Type')} events not served")
                 continue
             eprops = resolver.resolve(event.get("Properties") or {})
-            routes.append(_route(logical_id, eprops, apis))
+            routes.append(_route(logical_id, eprops, apis, resolver))
     if not routes:
         raise TemplateError(f"{template_path}: no AWS::Serverless::Function has an Api event")
     binary = [t for r in routes for t in apis.get(r.api, _NO_API).binary_media_types]
@@ -312,6 +334,7 @@ def load_stack_spec(
         tuple(warnings),
         definitions={k: a.definition for k, a in apis.items() if a.definition is not None},
         throttling={k: a.throttle for k, a in apis.items() if a.throttle is not None},
+        usage_plans=_usage_plans(resources, resolver),
     )
 
 
@@ -340,12 +363,86 @@ def _read_api(
         if stage_wide and "ThrottlingRateLimit" in s:
             burst = int(s.get("ThrottlingBurstLimit", API_GATEWAY_BURST_LIMIT))
             throttle = Throttle(float(s["ThrottlingRateLimit"]), burst)
+    definition = api_definition(body, uri, template_dir)
     return _Api(
         stage=str(api.get("StageName") or IMPLICIT_STAGE),
         binary_media_types=tuple(str(t) for t in api.get("BinaryMediaTypes") or []),
-        definition=api_definition(body, uri, template_dir),
+        definition=definition,
         throttle=throttle,
     )
+
+
+_ANY_METHOD = "x-amazon-apigateway-any-method"
+_OPENAPI_METHODS = {"get", "put", "post", "delete", "options", "head", "patch", _ANY_METHOD}
+
+
+def method_auth(
+    definition: Mapping[str, Any] | None,
+    path: str,
+    method: str,
+    resolve: Callable[[Any], Any] = lambda node: node,
+) -> str:
+    """The auth API Gateway applies to ``method`` on ``path`` of an OpenAPI document: the
+    operation's ``security`` (else the document's, each through ``resolve``: its intrinsics,
+    e.g. an ``Fn::If`` on a template condition) read through its security schemes."""
+    if definition is None:
+        return AUTH_NONE
+    item = (definition.get("paths") or {}).get(path) or {}
+    key = _ANY_METHOD if method == "ANY" else method.lower()
+    operation = item.get(key) if key in _OPENAPI_METHODS else None
+    requirements = resolve((operation or {}).get("security", definition.get("security"))) or []
+    schemes = {
+        **(definition.get("securityDefinitions") or {}),  # Swagger 2
+        **((definition.get("components") or {}).get("securitySchemes") or {}),  # OpenAPI 3
+    }
+    found = set()
+    for requirement in requirements:
+        for name in requirement:
+            scheme = schemes.get(name)
+            if scheme is None:
+                raise TemplateError(f"{method} {path}: security scheme {name!r} is not defined")
+            if scheme.get("x-amazon-apigateway-authtype") == "awsSigv4":
+                found.add(AUTH_IAM)
+            elif scheme.get("type") == "apiKey" and str(scheme.get("name")).lower() == "x-api-key":
+                found.add(AUTH_API_KEY)
+            else:
+                raise TemplateError(f"{method} {path}: security scheme {name!r} is not supported")
+    if len(found) > 1:
+        raise TemplateError(f"{method} {path}: both SigV4 and an API key is not supported")
+    return found.pop() if found else AUTH_NONE
+
+
+def _usage_plans(resources: Mapping[str, Any], resolver: _Resolver) -> tuple[UsagePlan, ...]:
+    """The usage plans of the (condition-filtered) resources, with the API keys bound to each."""
+    keys: dict[str, list[str]] = {}
+    for res in resources.values():
+        if res.get("Type") == "AWS::ApiGateway::UsagePlanKey":
+            props = resolver.resolve(res.get("Properties") or {})
+            keys.setdefault(str(props["UsagePlanId"]), []).append(str(props["KeyId"]))
+    plans = []
+    for logical_id, res in resources.items():
+        if res.get("Type") != "AWS::ApiGateway::UsagePlan":
+            continue
+        props = resolver.resolve(res.get("Properties") or {})
+        throttle, quota = props.get("Throttle"), props.get("Quota") or {}
+        for stage in props.get("ApiStages") or []:
+            plans.append(
+                UsagePlan(
+                    name=logical_id,
+                    api=str(stage["ApiId"]),
+                    stage=str(stage["Stage"]),
+                    throttle=Throttle(
+                        float(throttle.get("RateLimit", 0)),
+                        int(throttle.get("BurstLimit", API_GATEWAY_BURST_LIMIT)),
+                    )
+                    if throttle
+                    else None,
+                    quota_limit=int(quota["Limit"]) if "Limit" in quota else None,
+                    quota_period=str(quota["Period"]) if "Period" in quota else None,
+                    api_keys=tuple(keys.get(logical_id, ())),
+                )
+            )
+    return tuple(plans)
 
 
 def _function_spec(
@@ -372,12 +469,18 @@ def _function_spec(
     )
 
 
-def _route(function: str, event: Mapping[str, Any], apis: Mapping[str, _Api]) -> Route:
+def _route(
+    function: str, event: Mapping[str, Any], apis: Mapping[str, _Api], resolver: _Resolver
+) -> Route:
     """The route of one ``Api`` event (resolved properties) of ``function``."""
     api_id = str(event.get("RestApiId") or IMPLICIT_API)
-    method, path = str(event.get("Method", "any")).upper(), str(event.get("Path", "/"))
-    stage = apis.get(api_id, _NO_API).stage
-    return Route(method, "/" + path.strip("/"), function, stage, api_id)
+    method, path = (
+        str(event.get("Method", "any")).upper(),
+        "/" + str(event.get("Path", "/")).strip("/"),
+    )
+    api = apis.get(api_id, _NO_API)
+    auth = method_auth(api.definition, path, method, resolver.resolve)
+    return Route(method, path, function, api.stage, api_id, auth)
 
 
 @dataclass(frozen=True)
