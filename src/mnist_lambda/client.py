@@ -8,6 +8,12 @@ Used by the notebooks, ``predict-batch``, ``bench`` and the tests::
         result = client.predict(bucket, key, return_probabilities=True)
         result.labels, result.probabilities, result.classes   # (n,), (n, 10) float32, (10,)
 
+An authenticated endpoint (template.yaml) gets an :class:`EndpointAuth`: SigV4 by botocore's
+own signer with the standard credential chain (or given keys), or an ``x-api-key``::
+
+    Client(url, auth=EndpointAuth.iam("us-east-1"))     # AWS_PROFILE, environment, SSO...
+    Client(url, auth=EndpointAuth.key(api_key_value))
+
 Retries are urllib3's :class:`~urllib3.util.Retry` mounted on a requests session: 429, 502,
 503 and 504 and connection/read errors, POST included (a predict call is idempotent: the same
 object gives the same labels, an ``output_key`` is overwritten), exponential backoff with
@@ -25,9 +31,14 @@ from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any
 
+import botocore.session
 import numpy as np
 import requests
+from botocore.auth import SigV4Auth
+from botocore.awsrequest import AWSRequest
+from botocore.credentials import Credentials
 from requests.adapters import HTTPAdapter
+from requests.auth import AuthBase
 from urllib3.util import Retry
 
 from mnist_lambda.aws_limits import API_GATEWAY_TIMEOUT_S
@@ -174,6 +185,72 @@ def _probabilities(body: Any) -> tuple[np.ndarray | None, np.ndarray | None]:
     return probabilities, classes
 
 
+class EndpointAuth(AuthBase):
+    """How each call proves who makes it: ``iam`` (a SigV4 signature for ``execute-api``) or
+    ``api_key`` (the ``x-api-key`` header). Secrets stay out of ``repr``."""
+
+    SERVICE = "execute-api"
+
+    def __init__(
+        self, kind: str, *, region: str = "", credentials: Any = None, api_key: str = ""
+    ) -> None:
+        if kind not in ("iam", "api_key"):
+            raise ValueError(f"auth kind must be 'iam' or 'api_key', not {kind!r}")
+        if kind == "iam" and (credentials is None or not region):
+            raise ValueError("SigV4 needs credentials and a region")
+        if kind == "api_key" and not api_key:
+            raise ValueError("an API key is needed")
+        self.kind, self.region = kind, region
+        self._credentials, self._api_key = credentials, api_key
+
+    @classmethod
+    def iam(cls, region: str, keys: dict[str, str] | None = None) -> EndpointAuth:
+        """SigV4 with ``keys`` (``aws_access_key_id``, ``aws_secret_access_key`` and maybe
+        ``aws_session_token``), else the standard credential chain."""
+        if keys:
+            credentials = Credentials(
+                keys["aws_access_key_id"],
+                keys["aws_secret_access_key"],
+                keys.get("aws_session_token"),
+            )
+        else:
+            credentials = botocore.session.Session().get_credentials()
+            if credentials is None:
+                raise EndpointError(
+                    "the endpoint needs SigV4 (AuthType AWS_IAM) and no AWS credentials were "
+                    "found: set AWS_PROFILE or AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY"
+                )
+        return cls("iam", region=region, credentials=credentials)
+
+    @classmethod
+    def key(cls, value: str) -> EndpointAuth:
+        """The ``x-api-key`` header with ``value``."""
+        return cls("api_key", api_key=value)
+
+    def __repr__(self) -> str:
+        return f"EndpointAuth({self.kind!r}, region={self.region!r})"
+
+    def __call__(self, request: requests.PreparedRequest) -> requests.PreparedRequest:
+        """Sign (or key) one prepared request; requests calls this before each send."""
+        if self.kind == "api_key":
+            request.headers["x-api-key"] = self._api_key
+            return request
+        credentials = self._credentials
+        frozen = getattr(credentials, "get_frozen_credentials", lambda: credentials)()
+        content_type = request.headers.get("Content-Type")
+        signed = AWSRequest(
+            method=request.method,
+            url=request.url,
+            data=request.body or b"",
+            headers={"Content-Type": content_type} if content_type else {},
+        )
+        SigV4Auth(frozen, self.SERVICE, self.region).add_auth(signed)
+        for name in ("Authorization", "X-Amz-Date", "X-Amz-Security-Token"):
+            if name in signed.headers:
+                request.headers[name] = signed.headers[name]
+        return request
+
+
 @dataclass
 class CallStats:
     """Every attempt a client made: calls, retries and the status of each (``error``: none)."""
@@ -228,7 +305,9 @@ class Client:
         timeout_s: float = DEFAULT_TIMEOUT_S,
         pool_size: int = 10,
         retry: Retry | None = None,
+        auth: EndpointAuth | None = None,
     ) -> None:
+        """``auth``: how calls authenticate (None: a public endpoint, template_no_auth)."""
         if max_attempts < 1:
             raise ValueError(f"max_attempts must be at least 1, got {max_attempts}")
         self.url = url
@@ -238,6 +317,7 @@ class Client:
         self.stats = CallStats()
         self._lock = threading.Lock()
         self.session = requests.Session()
+        self.session.auth = auth
         adapter = HTTPAdapter(pool_maxsize=max(1, pool_size), max_retries=self.retry)
         self.session.mount("http://", adapter)
         self.session.mount("https://", adapter)
@@ -313,9 +393,12 @@ def predict(
     return_probabilities: bool = False,
     max_attempts: int = DEFAULT_MAX_ATTEMPTS,
     timeout_s: float = DEFAULT_TIMEOUT_S,
+    auth: EndpointAuth | None = None,
 ) -> Result:
     """One call on a fresh connection (the tutorial's client, with retries)."""
-    with Client(url, max_attempts=max_attempts, timeout_s=timeout_s, pool_size=1) as client:
+    with Client(
+        url, max_attempts=max_attempts, timeout_s=timeout_s, pool_size=1, auth=auth
+    ) as client:
         return client.predict(bucket, key, output_key, return_probabilities)
 
 

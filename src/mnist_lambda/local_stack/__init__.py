@@ -32,6 +32,7 @@ from typing import Any
 
 import psutil
 
+from mnist_lambda.client import EndpointAuth
 from mnist_lambda.local_stack.protocol import (
     DEFAULT_BUCKET,
     LOG_FILE_NAME,
@@ -58,6 +59,7 @@ class StackInfo:
     state_file: Path
     s3_credentials: Mapping[str, str] = field(default_factory=dict)  # an S3 administrator's keys
     function_credentials: Mapping[str, str] = field(default_factory=dict)  # the function's keys
+    auth: Mapping[str, Any] = field(default_factory=dict)  # the API's auth and its callers
     api_url: str = ""
     stage: str = ""
     port: int = 0
@@ -90,6 +92,17 @@ class StackInfo:
 def s3_client(info: StackInfo) -> Any:
     """A boto3 S3 client for the stack's S3, signed with its administrator's credentials."""
     return make_s3_client(info.s3_url, info.region, info.s3_credentials)
+
+
+def endpoint_auth(info: StackInfo, caller: str = "allowed") -> EndpointAuth | None:
+    """How a client authenticates to the stack's API: SigV4 with the keys of its ``allowed``
+    (or ``denied``) caller, or its (first) API key; None when the API is public."""
+    kind = info.auth.get("type", "NONE")
+    if kind == "AWS_IAM":
+        return EndpointAuth.iam(info.region, dict(info.auth["callers"][caller]))
+    if kind == "API_KEY":
+        return EndpointAuth.key(info.auth["api_keys"][0]["value"])
+    return None
 
 
 def _load(state_file: Path) -> dict[str, Any] | None:
