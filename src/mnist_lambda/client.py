@@ -37,6 +37,7 @@ import requests
 from botocore.auth import SigV4Auth
 from botocore.awsrequest import AWSRequest
 from botocore.credentials import Credentials
+from botocore.exceptions import BotoCoreError
 from requests.adapters import HTTPAdapter
 from requests.auth import AuthBase
 from urllib3.util import Retry
@@ -214,11 +215,15 @@ class EndpointAuth(AuthBase):
                 keys.get("aws_session_token"),
             )
         else:
-            credentials = botocore.session.Session().get_credentials()
+            advice = "set AWS_PROFILE or AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY"
+            try:
+                credentials = botocore.session.Session().get_credentials()
+            except BotoCoreError as exc:
+                raise EndpointError(f"the endpoint needs SigV4 and {exc}: {advice}") from exc
             if credentials is None:
                 raise EndpointError(
-                    "the endpoint needs SigV4 (AuthType AWS_IAM) and no AWS credentials were "
-                    "found: set AWS_PROFILE or AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY"
+                    f"the endpoint needs SigV4 (AuthType AWS_IAM) and no AWS credentials were "
+                    f"found: {advice}"
                 )
         return cls("iam", region=region, credentials=credentials)
 

@@ -29,7 +29,14 @@ from tqdm.contrib.logging import logging_redirect_tqdm
 
 from mnist_lambda.batch.plan import ChunkPlan, plan_chunks
 from mnist_lambda.batch.progress import Progress, batch_identity
-from mnist_lambda.client import DEFAULT_MAX_ATTEMPTS, CallStats, Client, EndpointError, Result
+from mnist_lambda.client import (
+    DEFAULT_MAX_ATTEMPTS,
+    CallStats,
+    Client,
+    EndpointAuth,
+    EndpointError,
+    Result,
+)
 from mnist_lambda.deploy.s3_data import npy_bytes
 from mnist_serving.predictions import Predictions
 from mnist_serving.schema import N_PIXELS
@@ -121,6 +128,7 @@ def run_batch(
     state_dir: str | Path | None = None,
     destination: str | None = None,
     return_probabilities: bool = False,
+    auth: EndpointAuth | None = None,
 ) -> BatchResult:
     """Predict every row of ``pixels`` through the endpoint; labels come back in row order.
 
@@ -132,13 +140,14 @@ def run_batch(
     ``destination``), and an interrupted batch started again sends only its missing chunks.
     With ``return_probabilities`` the result also has ``probabilities`` and ``classes`` (each
     call asks ``"return": "probabilities"``; with ``output_prefix`` each chunk is an ``.npz``).
+    ``auth``: how the calls authenticate (an authenticated endpoint, template.yaml).
     """
     pixels = np.asarray(pixels)
     if pixels.ndim != 2 or pixels.shape[1] != N_PIXELS:
         raise ValueError(f"expected (n, {N_PIXELS}) pixels, got shape {pixels.shape}")
     pool_size = max(1, concurrency)
     own_client = client is None
-    client = client or Client(url, max_attempts=max_attempts, pool_size=pool_size)
+    client = client or Client(url, max_attempts=max_attempts, pool_size=pool_size, auth=auth)
     run_id, record = _open_record(
         pixels, state_dir, rows_per_chunk, output_prefix, destination, return_probabilities
     )

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import re
 import shutil
 import sys
 from dataclasses import dataclass
@@ -23,7 +25,7 @@ from mnist_lambda.batch.files import (
     write_predictions,
 )
 from mnist_lambda.batch.run import BatchError, BatchResult, run_batch
-from mnist_lambda.client import DEFAULT_MAX_ATTEMPTS
+from mnist_lambda.client import DEFAULT_MAX_ATTEMPTS, EndpointAuth
 from mnist_lambda.commands.options import add_verbosity, log_verbosely
 
 HELP = "predict more rows than one request can carry: chunk, upload, invoke, resume"
@@ -78,6 +80,14 @@ def _add_endpoint_arguments(p: argparse.ArgumentParser) -> None:
         metavar="STATE_DIR",
         help="use the local stack recorded in STATE_DIR (its URL, S3 and bucket)",
     )
+    group.add_argument(
+        "--auth",
+        choices=("none", "iam", "api_key"),
+        default=None,
+        help="how --url authenticates (template.yaml): iam signs with SigV4 from the standard "
+        "credential chain, api_key sends $MNIST_LAMBDA_API_KEY as x-api-key (default: none; "
+        "with --local-stack, the stack's own caller or key)",
+    )
     group.add_argument("--bucket", help="bucket for the chunks (default: the source's bucket)")
     group.add_argument(
         "--work-prefix",
@@ -126,6 +136,9 @@ def _add_chunk_arguments(p: argparse.ArgumentParser) -> None:
     )
 
 
+API_KEY_VARIABLE = "MNIST_LAMBDA_API_KEY"
+
+
 @dataclass(frozen=True)
 class _Endpoint:
     """The URL to call, an S3 client for the chunks and the bucket to use when none is given."""
@@ -133,6 +146,7 @@ class _Endpoint:
     url: str
     s3: Any
     bucket: str | None
+    auth: EndpointAuth | None = None
 
 
 def main(args: argparse.Namespace) -> int:
@@ -174,11 +188,29 @@ def _endpoint(args: argparse.Namespace) -> _Endpoint:
     if args.local_stack is None:
         if not args.url:
             raise ValueError("give --url or --local-stack")
-        return _Endpoint(args.url, boto3.client("s3"), None)
+        return _Endpoint(args.url, boto3.client("s3"), None, _url_auth(args.url, args.auth))
     info = local_stack.read(args.local_stack)
     if info is None:
         raise ValueError(f"no local stack running in {args.local_stack}")
-    return _Endpoint(args.url or info.predict_url, local_stack.s3_client(info), info.bucket)
+    auth = local_stack.endpoint_auth(info)
+    url = args.url or info.predict_url
+    return _Endpoint(url, local_stack.s3_client(info), info.bucket, auth)
+
+
+def _url_auth(url: str, auth: str | None) -> EndpointAuth | None:
+    """``--auth`` for an AWS endpoint: SigV4 in the URL's region, or the key in the
+    environment (never on the command line, where other users' ``ps`` would show it)."""
+    if auth in (None, "none"):
+        return None
+    if auth == "api_key":
+        if not (key := os.environ.get(API_KEY_VARIABLE, "")):
+            raise ValueError(f"--auth api_key: set {API_KEY_VARIABLE} to the API key's value")
+        return EndpointAuth.key(key)
+    found = re.search(r"\.execute-api\.([a-z0-9-]+)\.amazonaws\.com", url)
+    region = found.group(1) if found else boto3.session.Session().region_name
+    if not region:
+        raise ValueError("--auth iam: no region in the URL; set AWS_REGION")
+    return EndpointAuth.iam(region)
 
 
 def _source_bucket(source: str) -> str | None:
@@ -202,6 +234,7 @@ def _predict(
     result = run_batch(
         pixels,
         url=endpoint.url,
+        auth=endpoint.auth,
         s3=endpoint.s3,
         bucket=bucket,
         work_prefix=work_prefix,

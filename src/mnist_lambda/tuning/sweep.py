@@ -151,7 +151,8 @@ def sweep(
     :func:`deployed` at ``memory[0]``); ``bar`` (tqdm) gets one line per setting. With
     ``snapstart``, each setting also gets :func:`restored_cold_start` (``result["snapstart"]``)."""
     results = []
-    with Client(info.predict_url, max_attempts=1, timeout_s=CALL_TIMEOUT_S) as client:
+    auth = local_stack.endpoint_auth(info)  # an authenticated stack's own caller
+    with Client(info.predict_url, max_attempts=1, timeout_s=CALL_TIMEOUT_S, auth=auth) as client:
         for i, memory_mb in enumerate(memory):
             if bar is not None:
                 bar.set_description(f"{variant.name} {memory_mb} MB")

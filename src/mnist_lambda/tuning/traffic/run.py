@@ -64,7 +64,9 @@ def what_if(
         for rate in rates:
             current = _redeploy(state_dir, plan)
             deployed_mb = current.memory_mb or deployed_mb
-            calls = run_trace(current.predict_url, body, arrival_times(rate, duration_s, seed))
+            arrivals = arrival_times(rate, duration_s, seed)
+            auth = local_stack.endpoint_auth(current)
+            calls = run_trace(current.predict_url, body, arrivals, auth=auth)
             results.append(
                 summarize(
                     calls,

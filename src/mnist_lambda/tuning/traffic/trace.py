@@ -13,7 +13,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, fields
 from typing import Any
 
-from mnist_lambda.client import Client, EndpointError, Result
+from mnist_lambda.client import Client, EndpointAuth, EndpointError, Result
 
 MAX_IN_FLIGHT = 64
 """Requests in flight at once (client threads); a send beyond it waits and is counted late."""
@@ -78,13 +78,17 @@ def run_trace(
     *,
     max_in_flight: int = MAX_IN_FLIGHT,
     timeout_s: float = REQUEST_TIMEOUT_S,
+    auth: EndpointAuth | None = None,
 ) -> list[Call]:
-    """POST ``body`` to ``url`` at each of ``arrivals`` (s from now), open loop, no retries."""
+    """POST ``body`` to ``url`` at each of ``arrivals`` (s from now), open loop, no retries;
+    ``auth``: an authenticated endpoint's."""
     calls: list[Call | None] = [None] * len(arrivals)
     payload = dict(body)
 
     with (
-        Client(url, max_attempts=1, timeout_s=timeout_s, pool_size=max_in_flight) as client,
+        Client(
+            url, max_attempts=1, timeout_s=timeout_s, pool_size=max_in_flight, auth=auth
+        ) as client,
         ThreadPoolExecutor(max_in_flight, thread_name_prefix="traffic") as pool,
     ):
         t0 = time.perf_counter()
