@@ -20,11 +20,13 @@ import threading
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
+from urllib.parse import unquote
 
 import boto3
 import requests
 
 from mnist_lambda.local_stack import procs
+from mnist_lambda.local_stack.api_front.auth import Principal
 from mnist_lambda.local_stack.protocol import DEFAULT_REGION, make_s3_client
 
 log = logging.getLogger("mnist_lambda.local_stack.s3")
@@ -90,6 +92,87 @@ def provision(url: str, region: str, policies: Sequence[Mapping[str, Any]]) -> C
     except stranger.exceptions.ClientError:
         return Credentials(admin, function)
     raise RuntimeError(f"moto at {url} does not enforce IAM: start it with {SERVER_ENV}")
+
+
+INVOKE_CALLERS = ("invoker", "denied")  # the API's allowed and denied callers (IAM users)
+
+
+class MotoIdentities:
+    """The API's callers for :class:`.api_front.auth.IamGate`: the IAM users the stack created
+    (their keys), and their policies as moto's IAM holds them now (inline and attached, the
+    user's and its groups'), read with the administrator's key."""
+
+    def __init__(self, server: S3Server) -> None:
+        self.server = server
+        self.principals: dict[str, Principal] = {}  # access key id -> caller
+
+    def add(self, principal: Principal) -> None:
+        self.principals[principal.access_key_id] = principal
+
+    def principal(self, access_key_id: str) -> Principal | None:
+        return self.principals.get(access_key_id)
+
+    def policies(self, principal: Principal) -> list[str]:
+        assert self.server.credentials is not None
+        iam = _iam(self.server.url, self.server.region, self.server.credentials.admin)
+        user = principal.arn.rsplit("/", 1)[-1]
+        documents = []
+        owners = [("user", user)] + [
+            ("group", g["GroupName"]) for g in iam.list_groups_for_user(UserName=user)["Groups"]
+        ]
+        for kind, name in owners:
+            key = {"user": "UserName", "group": "GroupName"}[kind]
+            for policy in getattr(iam, f"list_{kind}_policies")(**{key: name})["PolicyNames"]:
+                doc = getattr(iam, f"get_{kind}_policy")(**{key: name, "PolicyName": policy})
+                documents.append(_document(doc["PolicyDocument"]))
+            attached = getattr(iam, f"list_attached_{kind}_policies")(**{key: name})
+            for policy in attached["AttachedPolicies"]:
+                arn = policy["PolicyArn"]
+                version = iam.get_policy(PolicyArn=arn)["Policy"]["DefaultVersionId"]
+                doc = iam.get_policy_version(PolicyArn=arn, VersionId=version)
+                documents.append(_document(doc["PolicyVersion"]["Document"]))
+        return documents
+
+
+def _document(doc: Any) -> str:
+    """A policy document as JSON text (boto3 hands one back decoded, or URL-encoded text)."""
+    if isinstance(doc, str):
+        return unquote(doc)
+    return json.dumps(doc)
+
+
+def _invoke_policy(method_arns: Sequence[str]) -> dict[str, Any]:
+    statement = {"Effect": "Allow", "Action": "execute-api:Invoke", "Resource": list(method_arns)}
+    return {"Version": "2012-10-17", "Statement": [statement]}
+
+
+def allow_invoke(url: str, region: str, admin: KeyPair, method_arns: Sequence[str]) -> None:
+    """Replace the allowed caller's policy: execute-api:Invoke on ``method_arns``."""
+    name = INVOKE_CALLERS[0]
+    _iam(url, region, admin).put_user_policy(
+        UserName=name,
+        PolicyName=f"{name}-0",
+        PolicyDocument=json.dumps(_invoke_policy(method_arns)),
+    )
+
+
+def create_callers(
+    url: str, region: str, admin: KeyPair, method_arns: Sequence[str]
+) -> dict[str, Principal]:
+    """The API's two callers: ``allowed`` (``invoker``, Allow execute-api:Invoke on
+    ``method_arns``) and ``denied`` (``denied``, allowed something else only)."""
+    other = {"Effect": "Allow", "Action": "s3:ListAllMyBuckets", "Resource": "*"}
+    callers = {}
+    for role, name, policy in (
+        ("allowed", INVOKE_CALLERS[0], _invoke_policy(method_arns)),
+        ("denied", INVOKE_CALLERS[1], {"Version": "2012-10-17", "Statement": [other]}),
+    ):
+        keys = create_user(url, region, admin, name, [policy])
+        user = _iam(url, region, admin).get_user(UserName=name)["User"]
+        callers[role] = Principal(
+            keys.aws_access_key_id, keys.aws_secret_access_key, user["Arn"], user["UserId"]
+        )
+    return callers
 
 
 class S3Server:

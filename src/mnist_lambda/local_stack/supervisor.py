@@ -15,6 +15,7 @@ import json
 import logging
 import os
 import queue
+import re
 import signal
 import threading
 import time
@@ -27,17 +28,31 @@ import psutil
 
 from mnist_lambda.aws_limits import API_GATEWAY_TIMEOUT_S
 from mnist_lambda.local_stack import procs
+from mnist_lambda.local_stack.api_front.auth import Principal, method_arn
 from mnist_lambda.local_stack.api_front.server import ApiFront
 from mnist_lambda.local_stack.environment import function_environment
 from mnist_lambda.local_stack.lambda_emulator import FunctionPool
 from mnist_lambda.local_stack.protocol import DEFAULT_BUCKET, DEFAULT_REGION, DeployRequest
-from mnist_lambda.local_stack.s3_server import S3Server
+from mnist_lambda.local_stack.s3_server import (
+    MotoIdentities,
+    S3Server,
+    allow_invoke,
+    create_callers,
+)
 from mnist_lambda.local_stack.sandbox import Sandbox
 from mnist_lambda.local_stack.task_root import TaskRootError, build
 from mnist_lambda.paths import lambda_app_dir
 from mnist_lambda.storage import atomic_write_json
 from mnist_lambda.template import BUCKET_PARAMETER, template_path
-from mnist_lambda.template.reader import StackSpec, TemplateError, load_stack_spec, load_template
+from mnist_lambda.template.reader import (
+    AUTH_API_KEY,
+    AUTH_IAM,
+    AUTH_NONE,
+    StackSpec,
+    TemplateError,
+    load_stack_spec,
+    load_template,
+)
 
 log = logging.getLogger("mnist_lambda.local_stack")
 
@@ -87,6 +102,9 @@ class LocalStack:
         self.pools: dict[str, FunctionPool] = {}
         self.front: ApiFront | None = None
         self.sandbox: Sandbox | None = None
+        self.identities = MotoIdentities(self.s3)  # the API's IAM callers (AWS_IAM methods)
+        self.callers: dict[str, Principal] = {}  # "allowed" / "denied" -> caller
+        self._caller_arns: list[str] = []  # what the allowed caller may invoke
         self.s3_env: dict[str, str] = {}  # how the function reaches S3, and -e variables
         self.generation, self.started_at, self._ready = 0, "", False
         self._state_lock = threading.Lock()
@@ -113,8 +131,15 @@ class LocalStack:
                 on_change=self.write_state,
             )
             pool.start()
-        timeout = config.integration_timeout
-        self.front = ApiFront(spec, self.pools, port=config.port, integration_timeout=timeout)
+        self._create_callers(spec)
+        self.front = ApiFront(
+            spec,
+            self.pools,
+            port=config.port,
+            integration_timeout=config.integration_timeout,
+            identities=self.identities,
+            region=config.region,
+        )
         self.front.start()
         self.started_at = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
         self._ready = True
@@ -147,6 +172,73 @@ class LocalStack:
             "AWS_REGION": self.config.region,
             **self.config.env,
         }
+
+    def method_arns(self, spec: StackSpec) -> list[str]:
+        """The ``execute-api:Invoke`` resources of ``spec``'s AWS_IAM methods (``*`` for a path
+        parameter or ANY)."""
+        arns = (
+            method_arn(
+                self.config.region,
+                r.api,
+                r.stage,
+                "*" if r.method == "ANY" else r.method,
+                re.sub(r"\{[^}]+\}", "*", r.path),
+            )
+            for r in spec.routes
+            if r.auth == AUTH_IAM
+        )
+        return list(dict.fromkeys(arns))
+
+    def _create_callers(self, spec: StackSpec, *, again: bool = False) -> None:
+        """The API's allowed and denied IAM callers, once a method needs SigV4 (``again``
+        after a restart of moto); a redeploy that changes the methods changes the allowed
+        caller's policy to them."""
+        arns = self.method_arns(spec)
+        assert self.s3.credentials is not None
+        admin = self.s3.credentials.admin
+        if self.callers and not again:
+            if arns and arns != self._caller_arns:
+                allow_invoke(self.s3.url, self.config.region, admin, arns)
+                self._caller_arns = arns
+            return
+        if not arns:
+            return
+        self.callers = create_callers(self.s3.url, self.config.region, admin, arns)
+        self._caller_arns = arns
+        self.identities.principals.clear()
+        for principal in self.callers.values():
+            self.identities.add(principal)
+        log.info(
+            "API callers (IAM users): %s",
+            ", ".join(f"{k} {p.arn} ({p.access_key_id})" for k, p in self.callers.items()),
+        )
+
+    def auth_info(self) -> dict[str, Any]:
+        """The ready JSON's ``auth``: how callers authenticate, with what (secrets included:
+        the ready line already carries the stack's S3 keys)."""
+        assert self.front is not None
+        spec, kinds = self.front.spec, {r.auth for r in self.front.spec.routes}
+        kind = (
+            AUTH_IAM if AUTH_IAM in kinds else AUTH_API_KEY if AUTH_API_KEY in kinds else AUTH_NONE
+        )
+        info: dict[str, Any] = {"type": kind}
+        if AUTH_IAM in kinds:
+            info |= {
+                "region": self.config.region,
+                "service": "execute-api",
+                "callers": {
+                    role: {
+                        "aws_access_key_id": p.access_key_id,
+                        "aws_secret_access_key": p.secret_access_key,
+                        "arn": p.arn,
+                    }
+                    for role, p in self.callers.items()
+                },
+                "method_arns": self.method_arns(spec),
+            }
+        if AUTH_API_KEY in kinds:
+            info |= {"header": "x-api-key", **self.front.api_keys.describe()}
+        return info
 
     @staticmethod
     def load_spec(config: StackConfig) -> StackSpec:
@@ -182,6 +274,7 @@ class LocalStack:
             # the function principal's keys (its template policy): for a function run elsewhere
             # against this S3, such as `sam local` in a container
             "function_credentials": self.s3.credentials.function.as_kwargs(),
+            "auth": self.auth_info(),
             "bucket": config.bucket,
             "region": config.region,
             "sandbox": self.sandbox.describe(),
@@ -227,6 +320,7 @@ class LocalStack:
             )
         self.config = config
         if self.front is not None:
+            self._create_callers(spec)
             self.front.configure(spec)
         self.generation += 1
         self.write_state()
@@ -239,6 +333,8 @@ class LocalStack:
             log.error("S3 server exited; restarting it on port %d (objects lost)", self.s3.port)
             self.s3.start()
             self.s3.create_bucket(self.config.bucket)
+            if self.front is not None:
+                self._create_callers(self.front.spec, again=True)
             self.write_state()
         for pool in self.pools.values():
             pool.reap_dead()

@@ -440,7 +440,7 @@ def throttled(
 
 def _assert_throttled(resp: requests.Response) -> None:
     assert resp.status_code == 429
-    assert resp.content == b'{"message": "Too Many Requests"}'
+    assert resp.content == b'{"message":"Too Many Requests"}'
     assert resp.headers["Content-Type"] == "application/json"
     assert resp.headers["x-amzn-ErrorType"] == "TooManyRequestsException"
     assert resp.headers["x-amzn-RequestId"] and "Retry-After" not in resp.headers

@@ -43,6 +43,12 @@ _IDENTITY_UNSET = (
 )
 
 
+def local_api_id(logical_id: str) -> str:
+    """The stack's stable id for an API (10 characters, lower case and digits, as API
+    Gateway's): in each event's ``apiId`` and each method ARN."""
+    return hashlib.sha1(logical_id.encode()).hexdigest()[:10]
+
+
 @dataclass(frozen=True)
 class RequestIds:
     """The ids API Gateway gives a request (``x-amzn-RequestId``, ``x-amz-apigw-id``)."""
@@ -137,6 +143,7 @@ def _request_context(
     identity |= {
         "sourceIp": request.remote_addr or "",
         "userAgent": request.headers.get("User-Agent"),
+        **request.environ.get("apigw.identity", {}),  # the caller the method's auth found
     }
     return {
         "resourceId": hashlib.sha1(route.path.encode()).hexdigest()[:6],
@@ -153,5 +160,5 @@ def _request_context(
         "requestId": ids.request_id,
         "identity": identity,
         "domainName": host,
-        "apiId": hashlib.sha1(route.api.encode()).hexdigest()[:10],
+        "apiId": local_api_id(route.api),
     }

@@ -25,8 +25,16 @@ from mnist_lambda.aws_limits import (
     LAMBDA_REQUEST_BYTES,
 )
 from mnist_lambda.local_stack import procs
+from mnist_lambda.local_stack.api_front.auth import (
+    ApiKeyGate,
+    IamGate,
+    Identities,
+    StaticIdentities,
+    method_arn,
+)
 from mnist_lambda.local_stack.api_front.event import RequestIds, build_event
 from mnist_lambda.local_stack.api_front.proxy_result import BadGateway, map_proxy_result
+from mnist_lambda.local_stack.api_front.sigv4 import Headers, Refusal, parse_authorization
 from mnist_lambda.local_stack.api_front.throttle import TokenBucket
 from mnist_lambda.local_stack.api_front.validation import body_validators
 from mnist_lambda.local_stack.invocation import (
@@ -35,7 +43,7 @@ from mnist_lambda.local_stack.invocation import (
     GatewayTimeout,
     InvokeResult,
 )
-from mnist_lambda.template.reader import Route, StackSpec
+from mnist_lambda.template.reader import AUTH_API_KEY, AUTH_IAM, Route, StackSpec
 
 if TYPE_CHECKING:
     from _typeshed.wsgi import StartResponse, WSGIEnvironment
@@ -51,12 +59,16 @@ _ERROR_TYPES = {
 }
 
 
-def gateway_reply(status: int, message: str) -> Response:
-    """One of API Gateway's own JSON error responses."""
+def gateway_reply(
+    status: int, message: str, error_type: str | None = None, *, key: str = "message"
+) -> Response:
+    """One of API Gateway's own JSON error responses: ``{key: message}`` with its
+    ``x-amzn-ErrorType`` (``error_type``, else the usual one for ``status``)."""
     headers = [("Content-Type", "application/json")]
-    if status in _ERROR_TYPES:
-        headers.append(("x-amzn-ErrorType", _ERROR_TYPES[status]))
-    return Response(json.dumps({"message": message}), status, headers)
+    if (error_type := error_type or _ERROR_TYPES.get(status)) is not None:
+        headers.append(("x-amzn-ErrorType", error_type))
+    body = json.dumps({key: message}, separators=(",", ":"))  # API Gateway's bytes: no spaces
+    return Response(body, status, headers)
 
 
 def _declared_length(value: str | None) -> int:
@@ -98,9 +110,14 @@ class ApiFront:
         *,
         port: int = 0,
         integration_timeout: float = API_GATEWAY_TIMEOUT_S,
+        identities: Identities | None = None,
+        region: str = "us-east-1",
     ) -> None:
-        self.functions, self.port = functions, port
+        self.functions, self.port, self.region = functions, port, region
         self.integration_timeout = integration_timeout
+        # AWS_IAM methods: who signs and what their policies allow (none: every caller refused)
+        self.iam = IamGate(identities or StaticIdentities({}, {}), region)
+        self.api_keys = ApiKeyGate()
         self.configure(spec)
         self._server: BaseWSGIServer | None = None
 
@@ -108,6 +125,12 @@ class ApiFront:
         """Routes, validation and stage throttles of ``spec`` (at start and on a redeploy)."""
         self.spec, self.validators = spec, body_validators(spec)
         self.buckets = {api: TokenBucket(t) for api, t in spec.throttling.items()}
+        self.api_keys.configure(spec)
+        self.iam.forget_policies()
+
+    def method_arn(self, route: Route, method: str, path: str) -> str:
+        """The ``execute-api:Invoke`` resource of a request on ``route`` (path without stage)."""
+        return method_arn(self.region, route.api, route.stage, method, path)
 
     @property
     def url(self) -> str:
@@ -152,19 +175,35 @@ class ApiFront:
             return gateway_reply(400, "Bad Request")
         if declared > API_GATEWAY_PAYLOAD_BYTES:
             return gateway_reply(413, "Request Too Long")
-        found = self.find_route(unquote(urlsplit(request.environ["RAW_URI"]).path), request.method)
+        path = unquote(urlsplit(request.environ["RAW_URI"]).path)
+        found = self.find_route(path, request.method)
         if found is None:
-            return gateway_reply(403, "Missing Authentication Token")
+            return self._no_route(request, ids)
         route, params = found
+        signed = route.auth == AUTH_IAM  # the signature covers the body: read it first
+        body = self._read_body(request) if signed else b""
+        if isinstance(body, Response):
+            return body
+        try:
+            self._authorize(request, route, path, body)
+        except Refusal as refusal:
+            log.info(
+                "%s: refused %s %s: %s %d, %s",
+                ids.request_id,
+                request.method,
+                path,
+                refusal.error_type,
+                refusal.status,
+                refusal.reason,
+            )
+            return gateway_reply(
+                refusal.status, refusal.message, refusal.error_type, key=refusal.key
+            )
         if (bucket := self.buckets.get(route.api)) is not None and not bucket.take():
             return gateway_reply(429, "Too Many Requests")
-        request.max_content_length = API_GATEWAY_PAYLOAD_BYTES  # chunked bodies too
-        try:
-            body = request.get_data()
-        except RequestEntityTooLarge:
-            return gateway_reply(413, "Request Too Long")
-        except (OSError, BadRequest):  # broken chunked encoding, client gone
-            return gateway_reply(400, "Bad Request")
+        body = body if signed else self._read_body(request)
+        if isinstance(body, Response):
+            return body
         validator = self.validators.get((route.api, route.method, route.path))
         if validator is not None and not validator.check(request.content_type, body):
             return gateway_reply(400, "Invalid request body")
@@ -173,6 +212,47 @@ class ApiFront:
             request, route, params, body, ids, port=self.port, binary_media_types=binary
         )
         return self._integrate(request, route, json.dumps(event).encode(), ids)
+
+    @staticmethod
+    def _read_body(request: Request) -> bytes | Response:
+        """The body (up to API Gateway's 10 MB, chunked too), or API Gateway's answer."""
+        request.max_content_length = API_GATEWAY_PAYLOAD_BYTES
+        try:
+            return request.get_data()
+        except RequestEntityTooLarge:
+            return gateway_reply(413, "Request Too Long")
+        except (OSError, BadRequest):  # broken chunked encoding, client gone
+            return gateway_reply(400, "Bad Request")
+
+    def _no_route(self, request: Request, ids: RequestIds) -> Response:
+        """No such resource or method: 403 Missing Authentication Token, or, as API Gateway
+        answers when the request carries an Authorization header it cannot read, that."""
+        headers = Headers(request.environ.get("apigw.headers") or request.headers.items())
+        if (value := headers.get("authorization")) is not None:
+            try:
+                parse_authorization(value, headers)
+            except Refusal as refusal:
+                if refusal.error_type == "IncompleteSignatureException":
+                    log.info("%s: no route; %s", ids.request_id, refusal.reason)
+                    return gateway_reply(refusal.status, refusal.message, refusal.error_type)
+        return gateway_reply(403, "Missing Authentication Token")
+
+    def _authorize(self, request: Request, route: Route, path: str, body: bytes) -> None:
+        """Raise a Refusal unless the request passes ``route``'s auth (AWS_IAM: signature and
+        ``execute-api:Invoke``; API_KEY: key, usage plan throttle and quota)."""
+        if route.auth not in (AUTH_IAM, AUTH_API_KEY):
+            return
+        headers = Headers(request.environ.get("apigw.headers") or request.headers.items())
+        stageless = path[len(route.stage) + 1 :] if path.startswith(f"/{route.stage}/") else path
+        if route.auth == AUTH_API_KEY:
+            key = self.api_keys.check(headers, route.api, route.stage)
+            request.environ["apigw.identity"] = {"apiKey": key.value, "apiKeyId": key.id}
+            return
+        host = headers.get("host") or f"{procs.HOST}:{self.port}"
+        url = f"http://{host}{request.environ['RAW_URI']}"
+        resource = self.method_arn(route, request.method, stageless)
+        principal = self.iam.check(request.method, url, headers, body, resource)
+        request.environ["apigw.identity"] = principal.identity()
 
     def _integrate(
         self, request: Request, route: Route, payload: bytes, ids: RequestIds
