@@ -544,3 +544,30 @@ def test_usage_plan_throttle_then_quota(key_stack) -> None:
         "LimitExceededException",
         before=before,
     )
+
+
+def test_no_such_method_with_an_unreadable_authorization_header(iam_stack) -> None:
+    """API Gateway reads an Authorization header before it finds no method: a request it
+    cannot read is an incomplete signature, a readable one the usual Missing Authentication
+    Token."""
+    before, body = invocations(iam_stack), body_for(iam_stack)
+    headers = [("Host", "x"), ("Authorization", "Bearer abc"), ("X-Amz-Date", "20260101T000000Z")]
+    answer = send(iam_stack, headers, body, path="/dev/nothing")
+    message = (
+        "Authorization header requires 'Credential' parameter. Authorization header requires "
+        "'Signature' parameter. Authorization header requires 'SignedHeaders' parameter. "
+        "Authorization=Bearer abc"
+    )
+    assert (answer.status, answer.body) == (403, gateway(message))
+    assert answer.headers["x-amzn-ErrorType"] == "IncompleteSignatureException"
+    keys = iam_stack.auth["callers"]["allowed"]
+    answer = send(iam_stack, sign(iam_stack, keys, body), body, path="/dev/nothing")
+    assert (answer.status, answer.body) == (403, b'{"message":"Missing Authentication Token"}')
+    assert answer.headers["x-amzn-ErrorType"] == "MissingAuthenticationTokenException"
+    assert invocations(iam_stack) == before
+
+
+def test_a_redeploy_keeps_the_api_key(key_stack) -> None:
+    value = key_stack.auth["api_keys"][0]["value"]
+    info = local_stack.redeploy(key_stack.state_file.parent)
+    assert info.auth["api_keys"][0]["value"] == value

@@ -17,7 +17,7 @@ import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Protocol
+from typing import Any, Protocol
 
 from moto.iam.access_control import IAMPolicy, PermissionResult
 
@@ -178,41 +178,51 @@ class ApiKeyGate:
     """``x-api-key`` for ``API_KEY`` methods: the key, its usage plan's throttle, its quota."""
 
     def __init__(self) -> None:
-        self.keys: dict[str, ApiKey] = {}  # logical id -> key
-        self.plans: tuple[UsagePlan, ...] = ()
-        self._meters: dict[tuple[UsagePlan, str], _Meters] = {}  # (plan, key logical id)
+        # logical id -> key; the plans; (plan, key logical id) -> its meters: swapped in whole
+        self._tables: tuple[dict[str, ApiKey], tuple[UsagePlan, ...], dict[Any, _Meters]]
+        self._tables = ({}, (), {})
         self._lock = threading.Lock()
+
+    @property
+    def keys(self) -> Mapping[str, ApiKey]:
+        return self._tables[0]
+
+    @property
+    def plans(self) -> tuple[UsagePlan, ...]:
+        return self._tables[1]
 
     def configure(self, spec: StackSpec) -> None:
         """The spec's usage plans; its API keys made once (a redeploy keeps keys and counts)."""
-        with self._lock:
+        with self._lock:  # check() reads the tables without it
+            keys, _, meters = self._tables
+            keys = dict(keys)
             for plan in spec.usage_plans:
                 for name in plan.api_keys:
-                    if name not in self.keys:
-                        self.keys[name] = ApiKey.new(name)
-            self.plans = spec.usage_plans
-            self._meters = {
-                (p, k): self._meters.get((p, k)) or _Meters(p)  # an unchanged plan keeps counts
-                for p in self.plans
+                    keys.setdefault(name, ApiKey.new(name))
+            meters = {
+                (p, k): meters.get((p, k)) or _Meters(p)  # an unchanged plan keeps its counts
+                for p in spec.usage_plans
                 for k in p.api_keys
             }
+            self._tables = (keys, spec.usage_plans, meters)
 
     def check(self, headers: Headers, api: str, stage: str) -> ApiKey:
         """The request's key if a usage plan of ``api``'s ``stage`` has it and room for one
         more request, else a Refusal."""
-        value = headers.get("x-api-key")
+        value, (keys, plans, meters) = headers.get("x-api-key"), self._tables
+        sent = (value or "").encode("utf-8", "replace")
         key = next(
             (
                 k
-                for k in self.keys.values()
-                if value is not None and secrets.compare_digest(k.value, value)
+                for k in keys.values()
+                if value is not None and secrets.compare_digest(k.value.encode(), sent)
             ),
             None,
         )
         plan = next(
             (
                 p
-                for p in self.plans
+                for p in plans
                 if key is not None and (p.api, p.stage) == (api, stage) and key.name in p.api_keys
             ),
             None,
@@ -226,15 +236,15 @@ class ApiKeyGate:
                 else f"API key {key.id} is in no usage plan of {api}/{stage}"
             )
             raise Refusal(403, "Forbidden", "ForbiddenException", reason)
-        meters = self._meters[(plan, key.name)]
-        if meters.bucket is not None and not meters.bucket.take():
+        meter = meters[(plan, key.name)]
+        if meter.bucket is not None and not meter.bucket.take():
             raise Refusal(
                 429,
                 "Too Many Requests",
                 "TooManyRequestsException",
                 f"API key {key.id} over usage plan {plan.name}'s throttle",
             )
-        if meters.quota is not None and not meters.quota.take():
+        if meter.quota is not None and not meter.quota.take():
             raise Refusal(
                 429,
                 "Limit Exceeded",
