@@ -25,6 +25,7 @@ from botocore.config import Config
 from botocore.loaders import create_loader
 from botocore.regions import EndpointResolver
 
+from mnist_lambda.deploy import targets
 from mnist_lambda.image import base, docker_engine
 from mnist_lambda.image.sam_local import sam_executable
 from mnist_lambda.pipeline import runner
@@ -216,6 +217,7 @@ def check_run(
     buckets: list[str] = []
     regions: list[str] = []
     building = aws = sam_local = False
+    problems = _auth_problems(effective.values())
     for step in selected:
         values = effective[step.name]
         if values.get("target") not in ("aws", "sam-local"):
@@ -229,7 +231,7 @@ def check_run(
         if str(values.get("region") or "") not in regions:
             regions.append(str(values.get("region") or ""))
         building |= step.name == "deploy" and not values.get("teardown")
-    problems = check_sam_local() if sam_local else []
+    problems += check_sam_local() if sam_local else []
     if not aws:
         return problems
     problems += check_aws(buckets[0] if buckets else None, regions[0], docker=building, out=out)
@@ -238,6 +240,20 @@ def check_run(
     for bucket in buckets[1:]:
         problems += check_bucket(bucket)
     return list(dict.fromkeys(problems))  # Docker and SAM once, when both targets need them
+
+
+def _auth_problems(steps: Iterable[Mapping[str, Any]]) -> list[Problem]:
+    """A problem for an unknown ``auth``, or one the step's target does not enforce."""
+    problems = []
+    for values in steps:
+        if "auth" not in values:
+            continue
+        try:
+            targets.check_auth(str(values["auth"]), str(values.get("target", "local")))
+        except ValueError as exc:
+            message, _, fix = str(exc).partition(": ")
+            problems.append(Problem("auth", message, fix or "see `mnist-lambda params`"))
+    return list(dict.fromkeys(problems))
 
 
 def report(problems: Sequence[Problem], file: IO[str] | None = None) -> int:
