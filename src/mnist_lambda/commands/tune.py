@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 
 from mnist_lambda.commands.options import add_verbosity, log_verbosely
-from mnist_lambda.template import TEMPLATE_NAME, template_path
+from mnist_lambda.template import AUTH_TYPES, TEMPLATE_NAME, template_path
 from mnist_lambda.template.edit import TemplateEditError, set_memory_default
 from mnist_lambda.tuning import report
 from mnist_lambda.tuning import tune as tuning  # tuning.tune(): looked up where tests stub it
@@ -172,6 +172,13 @@ def _add_sweep_arguments(p: argparse.ArgumentParser) -> None:
         metavar="S",
         help=f"seconds of traffic per rate (default {DEFAULT_TRAFFIC_DURATION_S:g})",
     )
+    group.add_argument(
+        "--auth",
+        choices=tuple(AUTH_TYPES),
+        default="none",
+        help="ours behind template.yaml with this auth (iam: SigV4, api_key: x-api-key), "
+        "called as the stack's own caller (default: none, template_no_auth.yaml)",
+    )
 
 
 def main(args: argparse.Namespace) -> int:
@@ -197,6 +204,7 @@ def main(args: argparse.Namespace) -> int:
             traffic_duration_s=args.duration,
             snapstart=args.snapstart,
             progress=not args.quiet,
+            auth=args.auth,
         )
     except (TuneError, ValueError, FileNotFoundError) as exc:
         print(f"error: {exc}", file=sys.stderr)
