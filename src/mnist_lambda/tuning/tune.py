@@ -138,6 +138,7 @@ def tune(
     traffic_duration_s: float = DEFAULT_TRAFFIC_DURATION_S,
     snapstart: bool = False,
     progress: bool = True,
+    auth: str = "none",
 ) -> dict[str, Any]:
     """Sweep ``memory`` (MB) for ``variant_names`` and write ``tune.json`` and ``tune.png`` in
     ``out``; return what tune.json holds.
@@ -149,6 +150,7 @@ def tune(
     With ``traffic_rates``, ours is redeployed at the recommended memory and
     :func:`mnist_lambda.tuning.traffic.run.what_if` runs on the same stack. With ``snapstart``,
     each of ours' settings also gets a cold start on a SnapStart deployment (emulated restore).
+    ``auth`` (``none``, ``iam``, ``api_key``): ours behind that template, called as its caller.
     """
     started = time.perf_counter()
     memory = parse_memory(memory)
@@ -174,7 +176,7 @@ def tune(
     try:
         with tempfile.TemporaryDirectory(prefix="mnist-tune-", ignore_cleanup_errors=True) as work:
             for name, mems in plan:
-                variant = _variant(name, inputs, Path(work))
+                variant = _variant(name, inputs, Path(work), auth)
                 limits, sections = _sweep_variant(
                     variant, stacks[name], mems, warm=warm, bar=bar if progress else None,
                     snapstart=snapstart and name == variants.OURS,
@@ -268,10 +270,11 @@ def _settings(
     }
 
 
-def _variant(name: str, inputs: _Inputs, work: Path) -> variants.Variant:
-    """Ours serving the run's model, or the tutorial's fitted on the run's training rows."""
+def _variant(name: str, inputs: _Inputs, work: Path, auth: str = "none") -> variants.Variant:
+    """Ours serving the run's model (behind ``auth``), or the tutorial's fitted on the run's
+    training rows."""
     if name == variants.OURS:
-        return variants.ours(inputs.model, inputs.rows)
+        return variants.ours(inputs.model, inputs.rows, auth)
     assert inputs.split is not None
     split = inputs.split
     return variants.tutorial(
