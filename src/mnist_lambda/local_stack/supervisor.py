@@ -57,7 +57,8 @@ from mnist_lambda.template.reader import (
 log = logging.getLogger("mnist_lambda.local_stack")
 
 _READY_LINE = (
-    "ready: POST {predict_url} (S3 {s3_url}, bucket {bucket}, {instances} instance(s); "
+    "ready: POST {predict_url} (auth {auth_type}; S3 {s3_url}, bucket {bucket}, "
+    "{instances} instance(s); "
     "Python {python}, user {user}; {limits})"
 )
 _SIGNALS = {signal.SIGTERM: "stop", signal.SIGINT: "stop", signal.SIGHUP: "redeploy"}
@@ -371,7 +372,7 @@ def serve(config: StackConfig) -> int:
             log.error("local stack failed to start: %s", exc)
             return 1
         print(json.dumps(info), flush=True)
-        log.info(_READY_LINE.format(**info, **info["sandbox"]))
+        log.info(_READY_LINE.format(**info, **info["sandbox"], auth_type=info["auth"]["type"]))
         _supervise(stack, events)
         return 0
     except KeyboardInterrupt:
