@@ -289,3 +289,23 @@ def test_quota_periods_are_utc_days_weeks_from_sunday_and_months() -> None:
     assert meter.take(wednesday + timedelta(hours=9))  # the next UTC day: a new quota
     with pytest.raises(ValueError):
         QuotaMeter(1, "YEAR")
+
+
+def test_the_allowed_callers_policy_names_every_iam_method() -> None:
+    from mnist_lambda.local_stack.supervisor import LocalStack, StackConfig
+    from mnist_lambda.template.reader import Route
+
+    routes = (
+        Route("POST", "/predict", "F", "dev", "MnistApi", "AWS_IAM"),
+        Route("ANY", "/items/{id}", "F", "dev", "MnistApi", "AWS_IAM"),
+        Route("GET", "/health", "F", "dev", "MnistApi", "NONE"),
+    )
+    arns = LocalStack(StackConfig(region="eu-west-1")).method_arns(StackSpec({}, routes))
+    api = local_api_id("MnistApi")
+    assert arns == [
+        f"arn:aws:execute-api:eu-west-1:123456789012:{api}/dev/POST/predict",
+        f"arn:aws:execute-api:eu-west-1:123456789012:{api}/dev/*/items/*",
+    ]
+    # a request on the parameterised path is one of them, for IAM's wildcard match
+    request_arn = method_arn("eu-west-1", "MnistApi", "dev", "DELETE", "/items/7")
+    assert is_allowed([_allow("execute-api:Invoke", arns[1])], "execute-api:Invoke", request_arn)
