@@ -1,5 +1,5 @@
-# The two commands a new user needs: `make run` and `make test`. Both set up .venv/ first.
-.PHONY: setup run test test-fast lint serve clean
+# The commands a new user needs: `make run`, `make lab` and `make test`. Each sets up .venv/ first.
+.PHONY: setup run lab test test-fast lint serve clean
 
 setup: .venv/.installed
 
@@ -10,6 +10,11 @@ setup: .venv/.installed
 
 run: setup  ## the whole pipeline on the embedded local defaults
 	.venv/bin/mnist-lambda run
+
+lab: setup  ## JupyterLab from .venv/ on notebooks/, with the project's kernel (Ctrl-C stops it)
+	@bash scripts/jupyter-setup.sh
+	.venv/bin/jupyter lab --ServerApp.root_dir="$(CURDIR)" --LabApp.default_url=/lab/tree/notebooks \
+		$(if $(filter 0,$(shell id -u)),--allow-root) $(LAB_ARGS)
 
 test: setup  ## every test: unit, component and end to end (Docker ones too where an engine runs)
 	.venv/bin/pytest

@@ -49,5 +49,6 @@ else
   echo "setup: no Docker engine ($problem): the tests marked docker will skip"
 fi
 bash scripts/git-notebook-filter.sh
+bash scripts/jupyter-setup.sh
 touch .venv/.installed
 echo "setup: .venv/ is ready"

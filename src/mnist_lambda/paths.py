@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
+
+OUTPUTS_ENV = "MNIST_LAMBDA_OUTPUTS"
+"""Where run folders go instead of ``outputs/`` (the tests' interactive runs use it)."""
 
 PACKAGE_DIR = Path(__file__).resolve().parent
 
@@ -24,7 +28,9 @@ def lambda_app_dir() -> Path:
 
 
 def outputs_dir() -> Path:
-    return project_root() / "outputs"
+    """``outputs/`` of the project, or the folder ``$MNIST_LAMBDA_OUTPUTS`` names."""
+    override = os.environ.get(OUTPUTS_ENV)
+    return Path(override) if override else project_root() / "outputs"
 
 
 def resolve_run_dir(run_dir: str | Path | None) -> Path:

@@ -6,8 +6,10 @@ The source is the full test set (``idx:DIR``) when present, else ``sample`` (see
 from __future__ import annotations
 
 import dataclasses
+import html
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -293,6 +295,46 @@ def test_the_report_shows_the_memory_sweep_and_the_traffic_what_if(full_run: Pat
     report = (full_run / "report.html").read_text()
     assert "Choosing MemorySize" in report and "Traffic: how many environments" in report
     assert report.count("data:image/png;base64") >= 2
+
+
+PROGRESS_RESIDUE = ("\r", "█", "%|", "application/vnd.jupyter.widget-view+json")
+"""What a progress bar leaves behind when it is not made for a report: each refresh (carriage
+returns, bar glyphs, percentages) or a widget that a static page shows frozen at 0 %."""
+
+STDERR_BLOCK = re.compile(
+    r'data-mime-type="application/vnd\.jupyter\.stderr"[^>]*>\s*<pre>(.*?)</pre>', re.S
+)
+
+
+def report_problems(run_dir: Path) -> list[str]:
+    """Progress-bar residue and stderr blocks that are not warnings, in the run's report and
+    executed notebooks (what JupyterLab would show in pink)."""
+    problems = []
+    page = (run_dir / "report.html").read_text(encoding="utf-8")
+    problems += [f"report.html holds {r!r}" for r in PROGRESS_RESIDUE if r in page]
+    for block in STDERR_BLOCK.findall(page):
+        text = html.unescape(block)
+        if "Warning:" not in text and "WARNING" not in text:
+            problems.append(f"report.html: a stderr block that is no warning: {text[:200]!r}")
+    for path in sorted(run_dir.glob("0*.ipynb")):
+        for cell in nbformat.read(path, as_version=4).cells:
+            for output in cell.get("outputs", []):
+                text = output.get("text", "") + str(output.get("data", ""))
+                problems += [f"{path.name}: {r!r}" for r in PROGRESS_RESIDUE if r in text]
+    return problems
+
+
+def test_the_report_shows_no_progress_residue_and_no_false_alarm(full_run: Path) -> None:
+    assert report_problems(full_run) == []
+    page = (full_run / "report.html").read_text(encoding="utf-8")
+    # each bar's last state, once, as a line of the story
+    assert page.count("baseline CV: 2/2 fold [") == 1
+    assert page.count("predict: 600/600 row [") == 1
+    assert page.count("MemorySize sweep: 3/3 setting [") == 1
+    assert "ours    885 MB  cold" in page  # the sweep's results, on stdout
+    for path in sorted(full_run.glob("0*.ipynb")):
+        kernel = nbformat.read(path, as_version=4).metadata.kernelspec.name
+        assert kernel == runner.KERNEL_NAME, path.name
 
 
 def test_run_stops_the_local_stack(full_run: Path) -> None:

@@ -20,6 +20,7 @@ LAYERS: dict[str, int] = {
     "provenance": 0,
     "aws_limits": 0,
     "pricing": 0,
+    "progress_bar": 0,
     # 1: what the template says, the endpoint's client, the models
     "template": 1,
     "client": 1,

@@ -24,7 +24,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from tqdm.auto import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
 
 from mnist_lambda.batch.plan import ChunkPlan, plan_chunks
@@ -38,6 +37,7 @@ from mnist_lambda.client import (
     Result,
 )
 from mnist_lambda.deploy.s3_data import npy_bytes
+from mnist_lambda.progress_bar import progress_bar
 from mnist_serving.predictions import Predictions
 from mnist_serving.schema import N_PIXELS
 
@@ -430,7 +430,7 @@ def _send_all(
     started = time.perf_counter()
     with (
         ThreadPoolExecutor(max_workers=pool_size, thread_name_prefix="batch") as executor,
-        tqdm(
+        progress_bar(
             total=total,
             initial=done,
             unit="row",

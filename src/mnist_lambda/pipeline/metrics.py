@@ -2,7 +2,9 @@
 
 Each step writes its sections with :func:`write` and :mod:`mnist_lambda.pipeline.report` reads
 them with :func:`read`. :data:`KEYS` is the file's layout: a section's fields stand at the top
-level (None) or under its key.
+level (None) or under its key. What the notebooks show of a section (a table, a sentence) is
+made here too (:func:`parity_line`, :func:`models_table`, :meth:`EndpointMetrics.latency_table`,
+:meth:`EndpointMetrics.cost_line`), so that the notebooks tell the story and hold no plumbing.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import numpy as np
+import pandas as pd
 
 from mnist_lambda import pricing
 from mnist_lambda.client import Result, latency_summary
@@ -123,6 +126,44 @@ class ServingMetrics(ModelMetrics):
         )
 
 
+def parity_line(result: CandidateResult) -> str:
+    """The exported serving model against scikit-learn on the test split, in one sentence."""
+    parity = result.parity
+    rows = parity["rows_checked"]
+    if result.candidate.exports_onnx:
+        return (
+            f"parity: onnxruntime's labels equal scikit-learn's on all {rows:,} test rows; "
+            f"probabilities within {parity['tolerance']:g} "
+            f"(max difference {parity['max_probability_difference']:.1e})"
+        )
+    return (
+        f"parity: the exported numpy model agrees with the scikit-learn pipeline on "
+        f"{parity['labels_equal'] / rows:.2%} of {rows:,} test rows "
+        "(float32 near-ties may rarely differ)"
+    )
+
+
+RATIO_COLUMNS = {
+    "predict s (test set)": "predict_seconds",
+    "artifact MB": "artifact_bytes",
+    "load s": "load_seconds",
+}
+"""The columns of :func:`models_table` whose baseline / serving ratio it shows."""
+
+
+def models_table(baseline: ModelReport, serving: ModelReport) -> pd.DataFrame:
+    """Both models side by side (:func:`training.comparison_table`'s columns), and a last row
+    with how many times the serving model is faster to predict, smaller and faster to load."""
+    from mnist_lambda.modeling.training import comparison_table
+
+    table = pd.DataFrame(comparison_table([baseline, serving])).set_index("model").astype(object)
+    table.loc["baseline / serving"] = {
+        column: f"{getattr(baseline, field) / getattr(serving, field):.1f}x"
+        for column, field in RATIO_COLUMNS.items()
+    }
+    return table.fillna("")
+
+
 @dataclass(frozen=True)
 class TrainingMetrics:
     """``train``: both models, the candidates compared, and the settings they were made with."""
@@ -215,6 +256,21 @@ class EndpointMetrics:
             estimated_usd_per_million_predictions=cost["total"],
             estimated_usd_breakdown=cost,
             model_sha256=cold.model_sha256,
+        )
+
+    def latency_table(self) -> pd.DataFrame:
+        """The cold call and the warm calls' latency summary, in seconds, as one row."""
+        warm = {f"warm {k} s": v for k, v in self.warm_latency_seconds.items() if k != "n"}
+        return pd.DataFrame([{"cold s": self.cold_start_seconds, **warm}]).round(4)
+
+    def cost_line(self) -> str:
+        """What a million predictions cost at this memory size, in one sentence."""
+        cost = self.estimated_usd_breakdown
+        return (
+            f"{self.memory_mb} MB, {self.function_seconds_p50 * 1000:.0f} ms per request of "
+            f"{self.rows_per_request:,} rows: ${cost['lambda']:.4f} Lambda + "
+            f"${cost['api_gateway']:.4f} API Gateway = ${cost['total']:.4f} per million "
+            "predictions"
         )
 
 

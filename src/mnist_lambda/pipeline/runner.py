@@ -10,10 +10,13 @@ from __future__ import annotations
 
 import ast
 import datetime as dt
+import os
 import sys
 import time
+import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +24,10 @@ import papermill as pm
 import yaml
 from ipykernel.kernelspec import install as install_kernel
 from jupyter_client.kernelspec import KernelSpecManager, NoSuchKernel
+from jupyter_client.localinterfaces import localhost
+from jupyter_client.manager import AsyncKernelManager
+from jupyter_core.paths import jupyter_runtime_dir
+from traitlets import default
 
 from mnist_lambda import paths, provenance, storage
 from mnist_lambda.deploy import targets
@@ -28,6 +35,36 @@ from mnist_lambda.pipeline import metrics, report, state
 from mnist_serving.model import file_sha256
 
 KERNEL_NAME = "mnist-lambda"
+"""The kernel the notebooks name (their metadata) and every run uses: this environment's."""
+KERNEL_DISPLAY_NAME = "mnist-lambda (.venv)"
+
+
+class LocalKernelManager(AsyncKernelManager):
+    """How papermill starts the kernel: over Unix sockets (IPC) where the system has them.
+
+    Over TCP, ipykernel warns at every start that its traffic is not encrypted; over a Unix
+    socket in Jupyter's runtime folder (private to the user) there is no network traffic to
+    encrypt, so the warning has no cause (and real warnings still show). Each kernel's sockets
+    are named after a fresh id, so runs side by side never share them. Windows has no IPC
+    transport, and a socket path longer than Unix allows can't be bound: TCP there.
+    """
+
+    @default("transport")
+    def _transport_default(self) -> str:
+        return "ipc" if os.name == "posix" and len(self._ipc_path) < IPC_PATH_MAX else "tcp"
+
+    @default("ip")
+    def _ip_default(self) -> str:
+        return self._ipc_path if self.transport == "ipc" else localhost()
+
+    @cached_property
+    def _ipc_path(self) -> str:
+        """Where the sockets go: ``<runtime dir>/kernel-<id>-ipc-<port number>``."""
+        return str(Path(jupyter_runtime_dir()) / f"kernel-{uuid.uuid4().hex[:16]}-ipc")
+
+
+IPC_PATH_MAX = 100
+"""Longest socket path prefix used (Unix allows 104-108 bytes; the suffix adds 2 to 6)."""
 
 
 @dataclass(frozen=True)
@@ -111,7 +148,7 @@ def ensure_kernel() -> str:
             return KERNEL_NAME
     except NoSuchKernel:
         pass
-    install_kernel(kernel_name=KERNEL_NAME, display_name="mnist-lambda (.venv)", prefix=sys.prefix)
+    install_kernel(kernel_name=KERNEL_NAME, display_name=KERNEL_DISPLAY_NAME, prefix=sys.prefix)
     return KERNEL_NAME
 
 
@@ -284,6 +321,7 @@ def _execute(
                 kernel_name=kernel,
                 cwd=str(paths.notebooks_dir()),
                 progress_bar=progress,
+                kernel_manager_class=LocalKernelManager,
             )
         except pm.PapermillExecutionError as exc:
             error = (

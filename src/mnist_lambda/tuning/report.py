@@ -152,7 +152,11 @@ def figure(doc: Mapping[str, Any]) -> Figure:
     ax.set_title(f"MemorySize sweep on the local stack, {rows:,} rows per request")
     handles = ax.get_legend_handles_labels()
     more = cost_ax.get_legend_handles_labels()
-    ax.legend(handles[0] + more[0], handles[1] + more[1], fontsize=8, loc="best")
+    # below the plot: inside, "best" weighs the duration axis only and covers cost points
+    ax.legend(
+        handles[0] + more[0], handles[1] + more[1], fontsize=8, frameon=False,
+        loc="upper center", bbox_to_anchor=(0.5, -0.3), ncol=3,
+    )  # fmt: skip
     ax.grid(alpha=0.3)
     fig.tight_layout()
     return fig

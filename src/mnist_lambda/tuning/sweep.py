@@ -13,7 +13,6 @@ deployment (the emulated restore instead of the init; :mod:`mnist_lambda.local_s
 from __future__ import annotations
 
 import contextlib
-import sys
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -148,8 +147,9 @@ def sweep(
     snapstart: bool = False,
 ) -> list[dict[str, Any]]:
     """Measure ``variant`` at each MemorySize of ``memory`` on the stack ``info`` (started by
-    :func:`deployed` at ``memory[0]``); ``bar`` (tqdm) gets one line per setting. With
-    ``snapstart``, each setting also gets :func:`restored_cold_start` (``result["snapstart"]``)."""
+    :func:`deployed` at ``memory[0]``); ``bar`` (:class:`mnist_lambda.progress_bar.Bar`) gets
+    one line per setting. With ``snapstart``, each setting also gets :func:`restored_cold_start`
+    (``result["snapstart"]``)."""
     results = []
     auth = local_stack.endpoint_auth(info)  # an authenticated stack's own caller
     with Client(info.predict_url, max_attempts=1, timeout_s=CALL_TIMEOUT_S, auth=auth) as client:
@@ -173,7 +173,7 @@ def sweep(
                 result["snapstart"] = restored_cold_start(client, state_dir, variant, memory_mb)
             results.append(result)
             if bar is not None:
-                bar.write(progress_line(variant.name, result), file=sys.stderr)
+                bar.write(progress_line(variant.name, result))
                 bar.update()
     return results
 

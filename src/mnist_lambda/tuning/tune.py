@@ -28,7 +28,6 @@ architectures; arm64 at the duration measured here (an x86 machine), so only its
 
 from __future__ import annotations
 
-import sys
 import tempfile
 import time
 from collections.abc import Sequence
@@ -37,7 +36,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from tqdm import tqdm
 
 from mnist_lambda import local_stack, storage
 from mnist_lambda.aws_limits import check_memory_size
@@ -47,6 +45,7 @@ from mnist_lambda.modeling.options import ModelOptions
 from mnist_lambda.modeling.sampling import SPLIT_FILES, Split
 from mnist_lambda.paths import outputs_dir
 from mnist_lambda.pricing import PRICES
+from mnist_lambda.progress_bar import progress_bar
 from mnist_lambda.template import MEMORY_PARAMETER
 from mnist_lambda.template.reader import function_settings
 from mnist_lambda.tuning import recommend as rules
@@ -170,8 +169,11 @@ def tune(
         "recommendation": None,
     }
     stacks = {variants.OURS: out_dir / "stack", variants.TUTORIAL: out_dir / "stack-tutorial"}
-    bar = tqdm(
-        total=sum(len(m) for _, m in plan), file=sys.stderr, unit="setting", disable=not progress
+    bar = progress_bar(
+        total=sum(len(m) for _, m in plan),
+        desc="MemorySize sweep",
+        unit="setting",
+        disable=not progress,
     )
     try:
         with tempfile.TemporaryDirectory(prefix="mnist-tune-", ignore_cleanup_errors=True) as work:
