@@ -385,3 +385,42 @@ def test_an_onnx_model_ships_and_the_endpoint_agrees(onnx_run: Path) -> None:
     assert state["train"]["model_format"] == "onnx"
     assert Path(state["train"]["model_path"]).name == "model.onnx"
     assert (onnx_run / "figures" / "model_comparison.png").exists()
+
+
+@pytest.fixture(scope="module", params=["iam", "api_key"])
+def auth_run(request, tmp_path_factory, mnist_source) -> tuple[str, Path]:
+    """All five notebooks with ``-p auth``: the local stack serves template.yaml with that auth,
+    and steps 05's calls (one by one, the batch, the sweep on its own stack) authenticate."""
+    auth = request.param
+    out = tmp_path_factory.mktemp(f"auth-{auth}") / f"run-{auth}"
+    run_pipeline(
+        out,
+        data_source=mnist_source.data_source,
+        n_samples=3000,
+        cv_folds=2,
+        model_dir=out.parent / "model",
+        warm_requests=2,
+        auth=auth,
+        tune_memory="1769" if auth == "iam" else "",
+        tune_warm=1,
+        traffic_rates="",
+    )
+    return auth, out
+
+
+def test_an_authenticated_run_agrees_and_was_enforced(auth_run: tuple[str, Path]) -> None:
+    auth, out = auth_run
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["endpoint"]["agreement"] == 1.0
+    assert metrics["batch"]["rows"] > 0
+    state = json.loads((out / "run_state.json").read_text())
+    assert state["deploy"]["auth"] == auth and state["deploy"]["api_key_id"] == ""
+    log = (out / "local_stack.log").read_text()
+    api_type = {"iam": "AWS_IAM", "api_key": "API_KEY"}[auth]
+    assert f"(auth {api_type};" in log  # the stack served template.yaml with that auth
+    assert "refused" not in log  # every call of the run authenticated
+    if auth == "iam":
+        assert [r["memory_mb"] for r in metrics["tune"]["results"]] == [1769]
+        assert metrics["tune"]["results"][0]["agreement"] == 1.0
+        tune_log = (out / "tune" / "stack" / "local_stack.log").read_text()
+        assert "(auth AWS_IAM;" in tune_log and "refused" not in tune_log

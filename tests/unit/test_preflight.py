@@ -318,6 +318,19 @@ def test_check_run_applies_only_to_aws_steps(
     assert [p.check for p in teardown] == ["credentials"]
 
 
+def test_check_run_refuses_an_auth_the_target_does_not_enforce(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setenv("PATH", str(tmp_path))  # no docker
+    assert preflight.check_run({"auth": "iam"}) == []  # the local stack enforces it
+    problems = preflight.check_run({"auth": "api_key", "target": "sam-local"})
+    assert problems[0].check == "auth" and "aws-sam-cli#7750" in problems[0].fix
+    assert "target='local'" in problems[0].fix
+    assert [p.check for p in problems].count("auth") == 1  # once, though two steps take auth
+    unknown = preflight.check_run({"auth": "oauth"})
+    assert [p.check for p in unknown] == ["auth"] and "'none'" in unknown[0].fix
+
+
 def test_check_run_for_sam_local_needs_docker_and_no_aws(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
