@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 import pytest
-from repo_paths import TEMPLATE
+from repo_paths import AUTH_TEMPLATE, TEMPLATE
 
 from mnist_lambda import cli, pricing
 from mnist_lambda.commands import tune as command
@@ -245,6 +245,70 @@ def test_cli_options() -> None:
     for bad in (["--variant", "theirs"], ["--memory", "64"], ["--warm", "0"], ["--traffic", "-1"]):
         with pytest.raises(SystemExit):
             parser.parse_args(["tune", *bad])
+
+
+# --- ours behind auth: how tune and bench start its stack ------------------------------------
+
+THROTTLE = ["-P", "ThrottleRateLimit=10000", "-P", "ThrottleBurstLimit=5000"]
+EXPECTED_START = {
+    "none": (TEMPLATE, THROTTLE),
+    "iam": (AUTH_TEMPLATE, [*THROTTLE, "-P", "AuthType=AWS_IAM"]),
+    "api_key": (
+        AUTH_TEMPLATE,
+        [*THROTTLE, "-P", "AuthType=API_KEY", "-P", "UsagePlanRateLimit=10000",
+         "-P", "UsagePlanBurstLimit=5000"],
+    ),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("auth", list(EXPECTED_START))
+def test_ours_starts_behind_the_auth_for_tune_and_bench(
+    auth: str, tmp_path: Path, small_model_path: Path, mnist_xy
+) -> None:
+    """One function (local_stack.auth_start_kwargs) gives tune's variant and bench's side B the
+    template and parameters of ``auth``: the stage's throttle lifted, and an API key's plan."""
+    from mnist_lambda.bench import head_to_head
+    from mnist_lambda.bench.prepare import Prepared
+    from mnist_lambda.bench.profile import Profile
+
+    template, extra_args = EXPECTED_START[auth]
+    expected = {"model_path": small_model_path, "template": template, "extra_args": extra_args}
+    x, y = mnist_xy
+    assert variants.ours(small_model_path, x[:5], auth).start_kwargs == expected
+    profile = Profile.quick()
+    profile.auth = auth
+    tutorial_model = tmp_path / "tutorial" / "model.joblib"
+    prep = Prepared(x, y, x, y, x, "sample", 30, tutorial_model, small_model_path)
+    both = head_to_head.start_kwargs(profile, prep)
+    assert both["ours"] == expected
+    assert both["tutorial"]["app_dir"] == tutorial_model.parent
+    assert "template" not in both["tutorial"]  # the tutorial's side stays public
+    assert not any("AuthType" in a for a in both["tutorial"]["extra_args"])
+
+
+def test_auth_start_kwargs_lifts_the_plan_only_when_asked() -> None:
+    from mnist_lambda.local_stack import auth_start_kwargs
+
+    assert auth_start_kwargs("api_key") == {
+        "template": AUTH_TEMPLATE,
+        "extra_args": ["-P", "AuthType=API_KEY"],
+    }
+    assert auth_start_kwargs("iam", ("--x",), unlimited_plan=True)["extra_args"] == [
+        "--x", "-P", "AuthType=AWS_IAM",
+    ]  # fmt: skip
+    with pytest.raises(ValueError, match="auth must be one of"):
+        auth_start_kwargs("oauth")
+
+
+def test_bench_auth_option() -> None:
+    from mnist_lambda.commands import bench as bench_command
+
+    parser = cli.build_parser()
+    assert bench_command.profile_of(parser.parse_args(["bench", "--quick"])).auth == "none"
+    args = parser.parse_args(["bench", "--quick", "--auth", "api_key"])
+    assert bench_command.profile_of(args).auth == "api_key"
+    with pytest.raises(SystemExit):
+        parser.parse_args(["bench", "--auth", "AWS_IAM"])
 
 
 # --- tune.json, with the stack faked -------------------------------------------------------

@@ -1,7 +1,8 @@
-"""The tutorial's deployment (A) against ours (B), each on a local stack of its own, called
-alternately A, B, A, B so that drift of the machine (thermal, other load) hits both alike: cold
-starts, accuracy on the held-out rows, warm latency per request size, peak memory, our largest
-supported request, and the bytes of both artifacts and request objects."""
+"""The tutorial's deployment (A) against ours (B, behind the profile's API auth), each on a local
+stack of its own, called alternately A, B, A, B so that drift of the machine (thermal, other
+load) hits both alike: cold starts, accuracy on the held-out rows, warm latency per request size,
+peak memory, our largest supported request, and the bytes of both artifacts and request
+objects."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from typing import Any
 
 import numpy as np
 
+from mnist_lambda import local_stack
 from mnist_lambda.batch import NPY_HEADER_BYTES
 from mnist_lambda.bench.objects import npy_size, our_object
 from mnist_lambda.bench.prepare import Prepared, rows_for
@@ -30,14 +32,7 @@ def measure(
     tutorial = Side(A, work / "stack-tutorial", tutorial_object, ".joblib")
     ours = Side(B, work / "stack-ours", our_object, ".npz")
     sides = [tutorial, ours]
-    start_kwargs = {
-        A: {
-            "app_dir": prep.tutorial_model.parent,
-            "extra_args": tutorial_start_args(profile.tutorial_memory_mb),
-        },
-        B: {"model_path": prep.our_model, "extra_args": list(NO_STAGE_THROTTLE)},
-    }
-    with stacks(sides, start_kwargs):
+    with stacks(sides, start_kwargs(profile, prep)):
         say("stacks up; uploading request objects")
         for side in sides:
             for n in profile.sizes:
@@ -52,6 +47,7 @@ def measure(
         peak = {side.name: side.peak_mb() for side in sides}
         max_request = largest_request(ours, prep, say) if profile.max_request else None
     return {
+        "api_auth": {side.name: side.stack.auth.get("type", "NONE") for side in sides},
         "memory_mb": {side.name: side.memory_mb for side in sides},
         "cold": cold,
         "warm": warm,
@@ -63,6 +59,22 @@ def measure(
         "artifact_bytes": {
             A: prep.tutorial_model.stat().st_size,
             B: prep.our_model.stat().st_size,
+        },
+    }
+
+
+def start_kwargs(profile: Profile, prep: Prepared) -> dict[str, dict[str, Any]]:
+    """Each side's :func:`mnist_lambda.local_stack.start` arguments: the tutorial's function at
+    its memory, public; ours behind ``profile.auth`` (called as the stack's allowed caller:
+    :meth:`Side.call`), an API key's usage plan lifted as the stage's throttle is."""
+    return {
+        A: {
+            "app_dir": prep.tutorial_model.parent,
+            "extra_args": tutorial_start_args(profile.tutorial_memory_mb),
+        },
+        B: {
+            "model_path": prep.our_model,
+            **local_stack.auth_start_kwargs(profile.auth, NO_STAGE_THROTTLE, unlimited_plan=True),
         },
     }
 

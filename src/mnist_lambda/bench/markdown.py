@@ -7,6 +7,7 @@ from typing import Any
 
 from mnist_lambda.bench.model_tables import docker_lines, models_lines
 from mnist_lambda.bench.profile import A, B, Profile
+from mnist_lambda.template import AUTH_TYPES
 
 
 def _row(label: str, a: str, b: str, ratio: str = "", target: str = "") -> str:
@@ -22,11 +23,13 @@ def _mark(targets: dict[str, Any], key: str) -> str:
 
 
 def header(results: dict[str, Any], profile: Profile) -> list[str]:
-    """The machine, the profile and the data; the table's head."""
+    """The machine, the profile (and ours' API auth, when it has one) and the data; the
+    table's head."""
     m, data = results["machine"], results["data"]
+    auth = "" if profile.auth == "none" else f"; ours behind `{AUTH_TYPES[profile.auth]}`"
     return [
         f"Machine: {m['cpu_model']}, {m['cores']} cores, {m['memory_gb']} GB; "
-        f"{m['date_utc']}; profile `{profile.name}`; data {data['source']} "
+        f"{m['date_utc']}; profile `{profile.name}`{auth}; data {data['source']} "
         f"({data['train']:,} train / {data['held_out']:,} held out).",
         "",
         "| | tutorial | ours | ratio (tutorial/ours) | target |",

@@ -35,6 +35,10 @@ class Profile:
     """Rows per request in the model comparison."""
     model_memory_mb: int | None = None
     """MemorySize of every model in the comparison (None: the template's default)."""
+    auth: str = "none"
+    """The API auth ours is deployed behind in the head-to-head (a key of
+    :data:`mnist_lambda.template.AUTH_TYPES`); the tutorial's side, the model comparison, the
+    Docker rows and the batch stay public."""
 
     @classmethod
     def full(cls) -> Profile:

@@ -4,7 +4,7 @@ stack's S3, its calls; and the stacks of several sides, started and stopped toge
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -31,6 +31,8 @@ class Side:
     max_memory_mb: float | None = None
     """The largest ``Max Memory Used`` the emulator reported (the environment's cgroup)."""
     client: Client | None = None
+    client_auth: Mapping[str, Any] | None = None
+    """The stack's auth (keys, callers) :attr:`client` was built for: a new one, a new client."""
 
     @property
     def stack(self) -> local_stack.StackInfo:
@@ -56,11 +58,16 @@ class Side:
 
     def call(self, label: str) -> dict[str, Any]:
         """One call on this side's keep-alive client (no retries: a benchmark counts failures,
-        never hides them)."""
+        never hides them), as the stack's allowed caller when its API has auth
+        (:func:`mnist_lambda.local_stack.endpoint_auth`)."""
         self.info = local_stack.read(self.state_dir) or self.info
-        url = self.stack.predict_url
-        if self.client is None or self.client.url != url:
-            self.client = Client(url, max_attempts=1, timeout_s=60)
+        url, auth = self.stack.predict_url, self.stack.auth
+        if self.client is None or self.client.url != url or self.client_auth != auth:
+            if self.client is not None:
+                self.client.close()
+            auth_of_calls = local_stack.endpoint_auth(self.stack)
+            self.client = Client(url, max_attempts=1, timeout_s=60, auth=auth_of_calls)
+            self.client_auth = auth
         try:
             result = self.client.predict(self.stack.bucket, self.keys[label])
         except EndpointError as exc:

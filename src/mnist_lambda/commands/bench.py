@@ -18,6 +18,7 @@ from mnist_lambda.bench.readme import update_readme
 from mnist_lambda.bench.run import DEFAULT_DATA, run_bench
 from mnist_lambda.commands.options import add_verbosity, log_verbosely
 from mnist_lambda.paths import project_root
+from mnist_lambda.template import AUTH_TYPES
 from mnist_lambda.tutorial.deployment import TUTORIAL_MEMORY_MB
 
 HELP = "the tutorial's deployment and ours, side by side on the local stack"
@@ -25,6 +26,7 @@ EXAMPLES = """examples:
   mnist-lambda bench                     # full profile, about 2-3 minutes
   mnist-lambda bench --quick --out /tmp/b
   mnist-lambda bench --quick --no-docker  # without the images built and served with Docker
+  mnist-lambda bench --auth iam          # ours behind SigV4 (or api_key), as the allowed caller
   mnist-lambda bench --readme            # and rewrite README.md's performance table
 """
 
@@ -61,6 +63,15 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "(default: when a Docker engine answers; --docker fails without one)",
     )
     p.add_argument(
+        "--auth",
+        choices=tuple(AUTH_TYPES),
+        default="none",
+        help="ours in the head-to-head behind template.yaml with this auth (iam: SigV4, "
+        "api_key: x-api-key, its usage plan lifted as the stage's throttle is), called as the "
+        "stack's own caller; the tutorial's side, the model comparison, the Docker rows and the "
+        "batch stay unauthenticated (default: none, template_no_auth.yaml)",
+    )
+    p.add_argument(
         "--readme",
         action="store_true",
         help="replace the performance table in README.md with this run's results",
@@ -77,6 +88,7 @@ def profile_of(args: argparse.Namespace) -> Profile:
         profile.tutorial_memory_mb = args.tutorial_memory_mb
     if args.no_batch:
         profile.batch_instances = ()
+    profile.auth = args.auth
     return profile
 
 

@@ -40,6 +40,7 @@ from mnist_lambda.local_stack.protocol import (
     DeployRequest,
     make_s3_client,
 )
+from mnist_lambda.template import auth_parameters, template_path
 from mnist_lambda.template.reader import function_settings
 
 _CHILDREN: dict[int, subprocess.Popen[bytes]] = {}  # supervisors started by this process
@@ -103,6 +104,26 @@ def endpoint_auth(info: StackInfo, caller: str = "allowed") -> EndpointAuth | No
     if kind == "API_KEY":
         return EndpointAuth.key(info.auth["api_keys"][0]["value"])
     return None
+
+
+USAGE_PLAN_UNLIMITED = {"UsagePlanRateLimit": "10000", "UsagePlanBurstLimit": "5000"}
+"""With an API key, what a measurement lifts the usage plan to (as it lifts the stage's
+throttle): a sweep or a benchmark measures the function, not the plan's 5 requests/s."""
+
+
+def auth_start_kwargs(
+    auth: str = "none", extra_args: Sequence[str] = (), *, unlimited_plan: bool = False
+) -> dict[str, Any]:
+    """:func:`start`'s ``template`` and ``extra_args`` for a stack behind ``auth`` (a key of
+    :data:`mnist_lambda.template.AUTH_TYPES`): ``auth``'s template and ``extra_args`` followed by
+    the parameters that choose its auth as ``-P Name=Value``; with ``unlimited_plan``, an API
+    key's usage plan lifted to :data:`USAGE_PLAN_UNLIMITED`. Its callers authenticate with
+    :func:`endpoint_auth`."""
+    parameters = auth_parameters(auth)
+    if unlimited_plan and auth == "api_key":
+        parameters |= USAGE_PLAN_UNLIMITED
+    settings = [a for k, v in parameters.items() for a in ("-P", f"{k}={v}")]
+    return {"template": template_path(auth), "extra_args": [*extra_args, *settings]}
 
 
 def _load(state_file: Path) -> dict[str, Any] | None:

@@ -14,8 +14,8 @@ from typing import Any
 import numpy as np
 
 from mnist_lambda.deploy.s3_data import npy_bytes
+from mnist_lambda.local_stack import auth_start_kwargs
 from mnist_lambda.modeling.options import ModelOptions
-from mnist_lambda.template import auth_parameters, template_path
 from mnist_lambda.tutorial.deployment import (
     NO_STAGE_THROTTLE,
     TUTORIAL_MEMORY_MB,
@@ -42,25 +42,16 @@ class Variant:
     description: str = ""
 
 
-USAGE_PLAN_UNLIMITED = ("UsagePlanRateLimit=10000", "UsagePlanBurstLimit=5000")
-"""With an API key, what the usage plan is lifted to (as the stage throttle is): a sweep
-measures the function, not the plan's 5 requests/s."""
-
-
 def ours(model_path: Path, pixels: np.ndarray, auth: str = "none") -> Variant:
     """Our function (``lambda_app/``) serving ``model_path`` behind ``auth``'s template (its
-    callers sign or send the key: :func:`mnist_lambda.local_stack.endpoint_auth`); the rows as
-    plain ``.npy``."""
+    callers sign or send the key: :func:`mnist_lambda.local_stack.endpoint_auth`), the stage's
+    throttle and an API key's usage plan lifted; the rows as plain ``.npy``."""
     pixels = np.ascontiguousarray(pixels, dtype=np.uint8)
-    settings = [f"{k}={v}" for k, v in auth_parameters(auth).items()]
-    settings += list(USAGE_PLAN_UNLIMITED) if auth == "api_key" else []
-    extra_args = [*NO_STAGE_THROTTLE, *(a for s in settings for a in ("-P", s))]
     return Variant(
         name=OURS,
         start_kwargs={
             "model_path": Path(model_path),
-            "template": template_path(auth),
-            "extra_args": extra_args,
+            **auth_start_kwargs(auth, NO_STAGE_THROTTLE, unlimited_plan=True),
         },
         key=f"tune/rows-{len(pixels)}.npy",
         body=npy_bytes(pixels),

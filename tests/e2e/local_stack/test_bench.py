@@ -17,6 +17,7 @@ from mnist_lambda.bench.prepare import rows_for
 from mnist_lambda.bench.profile import Profile
 from mnist_lambda.bench.readme import README_BEGIN, README_END, update_readme
 from mnist_lambda.paths import project_root
+from mnist_lambda.template import AUTH_TYPES
 from mnist_lambda.template.reader import function_settings
 from mnist_lambda.tutorial.deployment import APP_DIR, TUTORIAL_MEMORY_MB
 from mnist_lambda.tutorial.model import tutorial_object
@@ -84,6 +85,33 @@ def test_quick_bench_end_to_end(tmp_path, mnist_source):
     shipped = [m["shipped_bytes"] for m in models]
     assert shipped[0]["requirements"] > shipped[2]["requirements"] > shipped[1]["requirements"]
     assert "| logistic (ONNX) |" in table
+
+
+@pytest.mark.parametrize("auth", ["iam", "api_key"])
+def test_quick_bench_with_ours_behind_auth(tmp_path, mnist_source, capsys, auth):
+    """``bench --auth``: ours on template.yaml's stack with that auth, every call made as its
+    allowed caller (a refused or failed call fails the run), the same accuracy rule as above."""
+    out = tmp_path / "bench"
+    code = cli.main(
+        ["bench", "--quick", "--no-docker", "--no-batch", "--auth", auth, "--out", str(out),
+         "--data", mnist_source.data_source, "-q"]
+    )  # fmt: skip
+    assert code == 0
+    assert f"results: {out / 'results.json'}" in capsys.readouterr().out
+    saved = json.loads((out / "results.json").read_text())
+    assert saved["profile"]["auth"] == auth
+    # what the running stacks recorded, not the option echoed: only ours has an authorizer
+    assert saved["api_auth"] == {"tutorial": "NONE", "ours": AUTH_TYPES[auth]}
+    assert f"ours behind `{AUTH_TYPES[auth]}`" in (out / "results.md").read_text()
+    s, profile = saved["summary"], Profile.quick()
+    for name in ("tutorial", "ours"):
+        assert s[name]["cold_all_cold"] and len(saved["cold"][name]) == profile.cold_repeats
+        assert 0.8 < s[name]["accuracy"] <= 1.0
+        for n in ("500", "1000"):
+            assert s[name]["warm"][n]["latency_ms"]["n"] == profile.repeats
+    assert saved["targets"]["accuracy"]["met"]
+    assert saved["docker"] == {"skipped": "skipped: not asked for (--no-docker)"}
+    assert "batch" not in saved
 
 
 def test_cli_has_the_new_subcommands():
