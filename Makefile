@@ -11,9 +11,10 @@ setup: .venv/.installed
 run: setup  ## the whole pipeline on the embedded local defaults
 	.venv/bin/mnist-lambda run
 
+LAB_DIR ?= $(CURDIR)
 lab: setup  ## JupyterLab from .venv/ on notebooks/, with the project's kernel (Ctrl-C stops it)
 	@bash scripts/jupyter-setup.sh
-	.venv/bin/jupyter lab --ServerApp.root_dir="$(CURDIR)" --LabApp.default_url=/lab/tree/notebooks \
+	.venv/bin/jupyter lab --ServerApp.root_dir="$(LAB_DIR)" --LabApp.default_url=/lab/tree/notebooks \
 		$(if $(filter 0,$(shell id -u)),--allow-root) $(LAB_ARGS)
 
 test: setup  ## every test: unit, component and end to end (Docker ones too where an engine runs)

@@ -5,7 +5,13 @@
 #   .venv/bin/python: JupyterLab from .venv/ lists it, VS Code's Jupyter extension finds it
 #   under the .venv interpreter, papermill runs it;
 # - autosave off for JupyterLab from .venv/: opening or running a notebook does not rewrite it
-#   on disk, only saving on purpose does (and the nbstripout filter keeps outputs out of git).
+#   on disk, only saving on purpose does (and the nbstripout filter keeps outputs out of git);
+# - no news or update checks from JupyterLab (they reach jupyter.org; the project works offline);
+# - JupyterLab's kernels over Unix sockets (IPC), as papermill's in `make run`: over TCP every
+#   kernel start prints ipykernel's "running over TCP without encryption" warning in the
+#   terminal. (JupyterLab's terminal still shows tornado's warning, once, that the websocket
+#   ping timeout exceeds the ping interval: lowering it to the interval makes jupyter_server
+#   drop live connections, "WebSocket ping timeout after 30000 ms"; left as it is.)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 .venv/bin/python -c "from mnist_lambda.pipeline.runner import ensure_kernel; ensure_kernel()"
@@ -15,7 +21,26 @@ cat > "$settings/overrides.json" <<'JSON'
 {
   "@jupyterlab/docmanager-extension:plugin": {
     "autosave": false
+  },
+  "@jupyterlab/apputils-extension:notification": {
+    "fetchNews": "false",
+    "checkForUpdates": false
   }
 }
 JSON
-echo "setup: kernel 'mnist-lambda (.venv)' registered in .venv/; JupyterLab autosave off"
+# jupyter_server reads only extension switches from jupyter_server_config.d/: this file it reads.
+# A kernel's sockets are <runtime dir>/kernel-<uuid>-ipc-N; where that is longer than a Unix
+# socket path may be (a very long home folder), kernels stay on TCP.
+transport=$(.venv/bin/python -c "
+from jupyter_core.paths import jupyter_runtime_dir
+from mnist_lambda.pipeline.runner import IPC_PATH_MAX
+print('ipc' if len(jupyter_runtime_dir()) + len('/kernel--ipc') + 36 < IPC_PATH_MAX else 'tcp')")
+mkdir -p .venv/etc/jupyter
+cat > .venv/etc/jupyter/jupyter_server_config.json <<JSON
+{
+  "KernelManager": {
+    "transport": "$transport"
+  }
+}
+JSON
+echo "setup: kernel 'mnist-lambda (.venv)' registered in .venv/; JupyterLab autosave off, kernels over $transport"

@@ -9,14 +9,12 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
-import subprocess
 from pathlib import Path
 
 import nbformat
 import pytest
 from nbclient import NotebookClient
-from repo_paths import ROOT
+from notebook_repo import git, make_notebook_repo
 
 from mnist_lambda import paths
 from mnist_lambda.pipeline import runner
@@ -24,32 +22,9 @@ from mnist_lambda.pipeline import runner
 NOTEBOOK = "01_sample_data.ipynb"
 
 
-def git(repo: Path, *args: str) -> str:
-    done = subprocess.run(
-        ["git", *args], cwd=repo, capture_output=True, text=True, check=True, timeout=120
-    )
-    return done.stdout
-
-
 @pytest.fixture
 def repo(tmp_path: Path) -> Path:
-    """A git repository with the notebooks, .gitattributes and the filter, as `make setup`
-    leaves a clone (the filter runs this clone's .venv/bin/nbstripout)."""
-    repo = tmp_path / "repo"
-    (repo / "scripts").mkdir(parents=True)
-    shutil.copytree(ROOT / "notebooks", repo / "notebooks")
-    shutil.copy(ROOT / ".gitattributes", repo / ".gitattributes")
-    shutil.copy(ROOT / "scripts" / "git-notebook-filter.sh", repo / "scripts")
-    (repo / ".venv").symlink_to(ROOT / ".venv")
-    (repo / ".gitignore").write_text(".venv\n")
-    git(repo, "init", "-q")
-    git(repo, "config", "user.email", "test@example.invalid")
-    git(repo, "config", "user.name", "test")
-    subprocess.run(["bash", "scripts/git-notebook-filter.sh"], cwd=repo, check=True)
-    git(repo, "add", ".")
-    git(repo, "commit", "-q", "-m", "notebooks")
-    assert git(repo, "status", "--porcelain") == ""
-    return repo
+    return make_notebook_repo(tmp_path / "repo")
 
 
 def _run_and_save_as_an_editor_would(path: Path, outputs: Path) -> None:
