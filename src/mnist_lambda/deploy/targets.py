@@ -103,8 +103,7 @@ def s3_client(
             bucket=bucket,
             instances=0,
             s3_host=host,
-            template=template_path(check_auth(auth, target)),
-            extra_args=[a for k, v in auth_parameters(auth).items() for a in ("-P", f"{k}={v}")],
+            **local_stack.auth_start_kwargs(check_auth(auth, target)),
         )
         print(f"local stack started in {run_dir}: S3 at {info.s3_url}", flush=True)
     if info is None:
