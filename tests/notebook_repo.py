@@ -1,7 +1,7 @@
 """A throwaway git repository holding this clone's notebooks, as `make setup` leaves a clone:
-``.gitattributes`` and the nbstripout filter (scripts/git-notebook-filter.sh, running this
-clone's .venv/bin/nbstripout) installed, everything committed. Tests run notebooks there, never
-in the clone."""
+``.gitignore``, ``.gitattributes`` and the nbstripout filter (scripts/git-notebook-filter.sh,
+running this clone's .venv/bin/nbstripout) installed, everything committed. Tests run notebooks
+there, never in the clone."""
 
 from __future__ import annotations
 
@@ -28,7 +28,7 @@ def make_notebook_repo(repo: Path, edit: Callable[[Path], None] | None = None) -
     shutil.copy(ROOT / ".gitattributes", repo / ".gitattributes")
     shutil.copy(ROOT / "scripts" / "git-notebook-filter.sh", repo / "scripts")
     (repo / ".venv").symlink_to(ROOT / ".venv")
-    (repo / ".gitignore").write_text(".venv\n")
+    shutil.copy(ROOT / ".gitignore", repo / ".gitignore")  # .venv/, .ipynb_checkpoints/...
     if edit is not None:
         edit(repo / "notebooks")
     git(repo, "init", "-q")

@@ -108,6 +108,8 @@ def lab(tmp_path: Path) -> Iterator[Lab]:
         **os.environ,
         paths.OUTPUTS_ENV: str(tmp_path / "outputs"),
         "JUPYTERLAB_SETTINGS_DIR": str(tmp_path / "lab-settings"),
+        # a new user's layout: not the tabs another JupyterLab of this user left open
+        "JUPYTERLAB_WORKSPACES_DIR": str(tmp_path / "lab-workspaces"),
     }
     lab_args = f"--no-browser --ip 127.0.0.1 --port {port} --IdentityProvider.token={token}"
     log = tmp_path / "make-lab.log"
