@@ -29,12 +29,9 @@ cat > "$settings/overrides.json" <<'JSON'
 }
 JSON
 # jupyter_server reads only extension switches from jupyter_server_config.d/: this file it reads.
-# A kernel's sockets are <runtime dir>/kernel-<uuid>-ipc-N; where that is longer than a Unix
-# socket path may be (a very long home folder), kernels stay on TCP.
-transport=$(.venv/bin/python -c "
-from jupyter_core.paths import jupyter_runtime_dir
-from mnist_lambda.pipeline.runner import IPC_PATH_MAX
-print('ipc' if len(jupyter_runtime_dir()) + len('/kernel--ipc') + 36 < IPC_PATH_MAX else 'tcp')")
+# Where a kernel's socket path would be too long for Unix (a very long home folder), TCP.
+transport=$(.venv/bin/python -c "from mnist_lambda.pipeline import runner
+print(runner.lab_kernel_transport())")
 mkdir -p .venv/etc/jupyter
 cat > .venv/etc/jupyter/jupyter_server_config.json <<JSON
 {

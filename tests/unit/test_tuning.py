@@ -15,7 +15,12 @@ import pytest
 from repo_paths import AUTH_TEMPLATE, TEMPLATE
 
 from mnist_lambda import cli, pricing
+from mnist_lambda.bench import head_to_head
+from mnist_lambda.bench.prepare import Prepared
+from mnist_lambda.bench.profile import Profile
+from mnist_lambda.commands import bench as bench_command
 from mnist_lambda.commands import tune as command
+from mnist_lambda.local_stack import auth_start_kwargs
 from mnist_lambda.template import edit as template
 from mnist_lambda.template.reader import load_template
 from mnist_lambda.tuning import recommend, report, sweep, tune, variants
@@ -267,10 +272,6 @@ def test_ours_starts_behind_the_auth_for_tune_and_bench(
 ) -> None:
     """One function (local_stack.auth_start_kwargs) gives tune's variant and bench's side B the
     template and parameters of ``auth``: the stage's throttle lifted, and an API key's plan."""
-    from mnist_lambda.bench import head_to_head
-    from mnist_lambda.bench.prepare import Prepared
-    from mnist_lambda.bench.profile import Profile
-
     template, extra_args = EXPECTED_START[auth]
     expected = {"model_path": small_model_path, "template": template, "extra_args": extra_args}
     x, y = mnist_xy
@@ -287,8 +288,6 @@ def test_ours_starts_behind_the_auth_for_tune_and_bench(
 
 
 def test_auth_start_kwargs_lifts_the_plan_only_when_asked() -> None:
-    from mnist_lambda.local_stack import auth_start_kwargs
-
     assert auth_start_kwargs("api_key") == {
         "template": AUTH_TEMPLATE,
         "extra_args": ["-P", "AuthType=API_KEY"],
@@ -301,8 +300,6 @@ def test_auth_start_kwargs_lifts_the_plan_only_when_asked() -> None:
 
 
 def test_bench_auth_option() -> None:
-    from mnist_lambda.commands import bench as bench_command
-
     parser = cli.build_parser()
     assert bench_command.profile_of(parser.parse_args(["bench", "--quick"])).auth == "none"
     args = parser.parse_args(["bench", "--quick", "--auth", "api_key"])

@@ -51,7 +51,7 @@ class LocalKernelManager(AsyncKernelManager):
 
     @default("transport")
     def _transport_default(self) -> str:
-        return "ipc" if os.name == "posix" and len(self._ipc_path) < IPC_PATH_MAX else "tcp"
+        return kernel_transport(self._ipc_path)
 
     @default("ip")
     def _ip_default(self) -> str:
@@ -65,6 +65,18 @@ class LocalKernelManager(AsyncKernelManager):
 
 IPC_PATH_MAX = 100
 """Longest socket path prefix used (Unix allows 104-108 bytes; the suffix adds 2 to 6)."""
+
+
+def kernel_transport(ipc_path: str) -> str:
+    """``ipc`` where a kernel's Unix sockets ``<ipc_path>-N`` can be bound, else ``tcp`` (no
+    IPC transport on Windows; a path too long for Unix)."""
+    return "ipc" if os.name == "posix" and len(ipc_path) < IPC_PATH_MAX else "tcp"
+
+
+def lab_kernel_transport() -> str:
+    """:func:`kernel_transport` for JupyterLab's kernels, whose sockets are
+    ``<runtime dir>/kernel-<uuid4>-ipc-N`` (``scripts/jupyter-setup.sh`` configures it)."""
+    return kernel_transport(str(Path(jupyter_runtime_dir()) / f"kernel-{uuid.uuid4()}-ipc"))
 
 
 @dataclass(frozen=True)
