@@ -14,6 +14,7 @@ its parameters cell as a user would), never into the clone.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import secrets
@@ -30,6 +31,8 @@ import psutil
 import pytest
 import urllib3
 from notebook_repo import git, make_notebook_repo
+from playwright.sync_api import TimeoutError as PlaywrightTimeout
+from playwright.sync_api import sync_playwright
 from repo_paths import ROOT
 
 from mnist_lambda import paths
@@ -56,6 +59,14 @@ CHROMIUM_ARGS = [  # a closed network: no background connections (docs: env mach
 PANEL = ".jp-NotebookPanel:not(.lm-mod-hidden)"
 """The notebook tab in front (the others stay in the DOM, hidden)."""
 RUN_TIMEOUT_S = 600
+KERNEL_WAIT_MS = 60_000
+KERNEL_SETTLED = """panel => {
+    const name = document.querySelector(panel + ' .jp-KernelName');
+    return document.querySelector('.jp-Dialog') !== null
+        || (name !== null && !['', 'No Kernel'].includes(name.innerText.trim()));
+}"""
+"""A kernel prompt is open, or the toolbar names a kernel (JupyterLab says "No Kernel" while
+the notebook's session is not yet set up)."""
 
 pytestmark = [
     pytest.mark.browser,
@@ -153,16 +164,21 @@ def _stop_tree(proc: subprocess.Popen[bytes]) -> None:
     except psutil.NoSuchProcess:
         return
     for p in family:
-        p.terminate()
+        with contextlib.suppress(psutil.NoSuchProcess):  # gone meanwhile (a kernel, say)
+            p.terminate()
     _, alive = psutil.wait_procs(family, timeout=15)
     for p in alive:
-        p.kill()
+        with contextlib.suppress(psutil.NoSuchProcess):
+            p.kill()
 
 
 def _run_all(page: Any, lab: Lab, name: str) -> dict[str, Any]:
     """Open the notebook, Run All from the menu, wait until every cell ran; what it shows."""
     page.goto(f"{lab.url}/lab/tree/notebooks/{name}.ipynb?token={lab.token}")
     page.wait_for_selector(f"{PANEL} .jp-Notebook-ExecutionIndicator[data-status='idle']")
+    # the session settles on a kernel or asks for one; "No Kernel" until then (slow on CI)
+    with contextlib.suppress(PlaywrightTimeout):  # still "No Kernel": the assertion says so
+        page.wait_for_function(KERNEL_SETTLED, arg=PANEL, timeout=KERNEL_WAIT_MS)
     page.wait_for_timeout(1000)  # a kernel prompt would open now
     assert page.query_selector(".jp-Dialog") is None, page.inner_text(".jp-Dialog")
     kernel = page.inner_text(f"{PANEL} .jp-KernelName")
@@ -210,8 +226,6 @@ def _texts(page: Any, mime: str) -> list[str]:
 
 
 def test_run_all_in_jupyterlab_as_a_new_user(lab: Lab) -> None:
-    from playwright.sync_api import sync_playwright
-
     with sync_playwright() as pw:
         browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         try:
