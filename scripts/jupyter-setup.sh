@@ -14,7 +14,11 @@
 #   drop live connections, "WebSocket ping timeout after 30000 ms"; left as it is.)
 set -euo pipefail
 cd "$(dirname "$0")/.."
-.venv/bin/python -c "from mnist_lambda.pipeline.runner import ensure_kernel; ensure_kernel()"
+# one Python start (importing the runner takes seconds): the kernel registered, then the transport
+# of JupyterLab's kernels (TCP where a socket path would be too long for Unix: a long home folder)
+transport=$(.venv/bin/python -c "from mnist_lambda.pipeline import runner
+runner.ensure_kernel()
+print(runner.lab_kernel_transport())")
 settings=.venv/share/jupyter/lab/settings
 mkdir -p "$settings"
 cat > "$settings/overrides.json" <<'JSON'
@@ -29,9 +33,6 @@ cat > "$settings/overrides.json" <<'JSON'
 }
 JSON
 # jupyter_server reads only extension switches from jupyter_server_config.d/: this file it reads.
-# Where a kernel's socket path would be too long for Unix (a very long home folder), TCP.
-transport=$(.venv/bin/python -c "from mnist_lambda.pipeline import runner
-print(runner.lab_kernel_transport())")
 mkdir -p .venv/etc/jupyter
 cat > .venv/etc/jupyter/jupyter_server_config.json <<JSON
 {

@@ -19,7 +19,6 @@ import os
 import re
 import secrets
 import shutil
-import socket
 import subprocess
 import time
 from collections.abc import Iterator
@@ -37,6 +36,7 @@ from repo_paths import ROOT
 
 from mnist_lambda import paths
 from mnist_lambda.deploy import targets
+from mnist_lambda.local_stack import procs
 from mnist_lambda.pipeline import runner, state
 
 CHROMIUM = os.environ.get("MNIST_LAMBDA_CHROMIUM") or shutil.which("chromium")
@@ -78,12 +78,6 @@ pytestmark = [
 ]
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _set_model_dir(notebooks: Path, model_dir: Path) -> None:
     """02's parameters cell edited as a user would: the serving model goes to ``model_dir``."""
     path = notebooks / "02_train_model.ipynb"
@@ -114,7 +108,7 @@ def lab(tmp_path: Path) -> Iterator[Lab]:
     settings.mkdir(parents=True)
     # every cell in the DOM, so that the test reads every output (not only those on screen)
     (settings / "tracker.jupyterlab-settings").write_text('{"windowingMode": "none"}')
-    port, token = _free_port(), secrets.token_hex(16)
+    port, token = procs.free_port(), secrets.token_hex(16)
     env = {
         **os.environ,
         paths.OUTPUTS_ENV: str(tmp_path / "outputs"),
